@@ -1,0 +1,358 @@
+//! The in-process backend: moka for the entries, a concurrent reverse index for the
+//! dependencies.
+//!
+//! Why moka: it gives a bounded, concurrent cache with TinyLFU admission (it keeps the entries
+//! worth keeping), per-entry TTL and weights, all well tested. What it does not give is a
+//! dependency index, and its eviction listener runs late (during housekeeping), so the index
+//! cannot simply mirror moka's contents. Instead every `put` gets a *generation*, the index
+//! maps `dep -> key -> generation`, and every removal checks the generation:
+//! - `invalidate` removes an entry only if it still holds the generation the index recorded,
+//!   so an entry re-cached while an invalidation runs is not deleted by it;
+//! - the eviction listener (expiry, eviction, replacement, deletion) removes index members only
+//!   if they still name the removed generation, however late it runs;
+//! - a `put` whose entry was evicted before its index members were written (TinyLFU may refuse
+//!   admission at once) removes those members itself, so nothing leaks.
+//!
+//! Every write of an entry goes through moka's `and_compute_with`, which serializes all
+//! operations on one key: the generation check and the removal are one atomic step.
+//! The index is never locked while moka is called (moka may run the listener, which locks the
+//! index), which rules out deadlocks.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use moka::ops::compute::{CompResult, Op};
+use moka::sync::Cache;
+use moka::Expiry;
+
+use super::{Backend, PruneReport};
+use crate::codec::Encoded;
+use crate::dep::Dep;
+use crate::error::{Error, Result};
+
+/// The default bound: 128 MiB of keys, values and dependency texts.
+pub const DEFAULT_MAX_WEIGHT: u64 = 128 * 1024 * 1024;
+
+/// Bytes counted per entry on top of its key, value and dependencies.
+const ENTRY_OVERHEAD: u64 = 96;
+
+/// `dep -> key -> generation`.
+type Index = DashMap<Dep, HashMap<Arc<str>, u64>>;
+
+struct Entry {
+    generation: u64,
+    value: Encoded,
+    deps: Box<[Dep]>,
+    ttl: Duration,
+}
+
+impl Entry {
+    fn weight(&self, key: &str) -> u32 {
+        let deps: usize = self.deps.iter().map(|d| d.as_str().len() + 16).sum();
+        let total = ENTRY_OVERHEAD + (key.len() + self.value.bytes.len() + deps) as u64;
+        u32::try_from(total).unwrap_or(u32::MAX)
+    }
+}
+
+/// Per-entry TTL for moka.
+struct EntryTtl;
+
+impl Expiry<Arc<str>, Arc<Entry>> for EntryTtl {
+    fn expire_after_create(
+        &self,
+        _: &Arc<str>,
+        entry: &Arc<Entry>,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(entry.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &Arc<str>,
+        entry: &Arc<Entry>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(entry.ttl)
+    }
+}
+
+/// Removes `key`'s member from `dep`'s index if it still names `generation`.
+fn unlink(index: &Index, dep: &Dep, key: &str, generation: u64) {
+    index.remove_if_mut(dep, |_, members| {
+        if members.get(key) == Some(&generation) {
+            members.remove(key);
+        }
+        members.is_empty()
+    });
+}
+
+/// An in-process backend: bounded, with per-entry TTL and a dependency index.
+///
+/// Cheap to clone; clones share the entries. Invalidation is visible to every clone as soon as
+/// `invalidate` returns.
+///
+/// ```
+/// use matroska_cache::{MatroskaCache, MemoryBackend};
+///
+/// let backend = MemoryBackend::builder().max_entries(10_000).build()?;
+/// let cache = MatroskaCache::new(backend);
+/// # Ok::<(), matroska_cache::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct MemoryBackend {
+    entries: Cache<Arc<str>, Arc<Entry>>,
+    index: Arc<Index>,
+    generation: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for MemoryBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBackend")
+            .field("entries", &self.entries.entry_count())
+            .field("indexes", &self.index.len())
+            .finish()
+    }
+}
+
+/// How big a [`MemoryBackend`] may grow.
+#[derive(Clone, Copy, Debug)]
+enum Bound {
+    Entries(u64),
+    Weight(u64),
+}
+
+/// Configures a [`MemoryBackend`].
+#[derive(Debug)]
+#[must_use]
+pub struct MemoryBackendBuilder {
+    bound: Bound,
+}
+
+impl MemoryBackendBuilder {
+    /// Bound the cache by number of entries. The least valuable entries are evicted first.
+    pub fn max_entries(mut self, entries: u64) -> Self {
+        self.bound = Bound::Entries(entries);
+        self
+    }
+
+    /// Bound the cache by bytes of keys, values and dependency texts (plus a small per-entry
+    /// overhead). The default is [`DEFAULT_MAX_WEIGHT`].
+    pub fn max_weight(mut self, bytes: u64) -> Self {
+        self.bound = Bound::Weight(bytes);
+        self
+    }
+
+    /// Builds the backend; a bound of zero is an [`Error::InvalidConfig`].
+    pub fn build(self) -> Result<MemoryBackend> {
+        let index = Arc::new(Index::default());
+        let listener_index = Arc::clone(&index);
+        let builder = Cache::builder()
+            .expire_after(EntryTtl)
+            // Runs for expiry, eviction, replacement and explicit removal, possibly late.
+            .eviction_listener(move |key: Arc<Arc<str>>, entry: Arc<Entry>, _cause| {
+                for dep in entry.deps.iter() {
+                    unlink(&listener_index, dep, &key, entry.generation);
+                }
+            });
+        let entries = match self.bound {
+            Bound::Entries(0) | Bound::Weight(0) => {
+                return Err(Error::InvalidConfig(
+                    "the memory backend's bound must be above zero",
+                ))
+            }
+            Bound::Entries(n) => builder.max_capacity(n).build(),
+            Bound::Weight(bytes) => builder
+                .max_capacity(bytes)
+                .weigher(|key: &Arc<str>, entry: &Arc<Entry>| entry.weight(key))
+                .build(),
+        };
+        Ok(MemoryBackend {
+            entries,
+            index,
+            generation: Arc::new(AtomicU64::new(1)),
+        })
+    }
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        MemoryBackend::builder()
+            .build()
+            .expect("the default configuration is valid")
+    }
+}
+
+impl MemoryBackend {
+    /// A builder; the default bound is [`DEFAULT_MAX_WEIGHT`] bytes.
+    pub fn builder() -> MemoryBackendBuilder {
+        MemoryBackendBuilder {
+            bound: Bound::Weight(DEFAULT_MAX_WEIGHT),
+        }
+    }
+
+    /// The number of entries (approximate until pending housekeeping has run).
+    pub fn entry_count(&self) -> u64 {
+        self.entries.entry_count()
+    }
+
+    /// The number of dependency indexes and of members across them, after running pending
+    /// housekeeping (expiry, eviction and their index cleanup).
+    pub fn index_size(&self) -> (u64, u64) {
+        self.entries.run_pending_tasks();
+        let members = self.index.iter().map(|m| m.len() as u64).sum();
+        (self.index.len() as u64, members)
+    }
+
+    fn next_generation(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The generation of the entry under `key`, if any.
+    fn generation_of(&self, key: &str) -> Option<u64> {
+        self.entries.get(key).map(|e| e.generation)
+    }
+
+    /// Removes the entry under `key` if it holds `generation`; returns whether it did.
+    fn remove_generation(&self, key: &Arc<str>, generation: u64) -> bool {
+        let result =
+            self.entries
+                .entry(Arc::clone(key))
+                .and_compute_with(|current| match current {
+                    Some(e) if e.value().generation == generation => Op::Remove,
+                    _ => Op::Nop,
+                });
+        matches!(result, CompResult::Removed(_))
+    }
+}
+
+impl Backend for MemoryBackend {
+    async fn get(&self, key: &str) -> Result<Option<Encoded>> {
+        Ok(self.entries.get(key).map(|e| e.value.clone()))
+    }
+
+    async fn has(&self, key: &str) -> Result<bool> {
+        Ok(self.entries.contains_key(key))
+    }
+
+    async fn put(&self, key: &str, value: Encoded, deps: &[Dep], ttl: Duration) -> Result<()> {
+        let generation = self.next_generation();
+        let key: Arc<str> = Arc::from(key);
+        let entry = Arc::new(Entry {
+            generation,
+            value,
+            deps: deps.into(),
+            ttl,
+        });
+        // The entry first, then its index members: an invalidation that runs in between sees
+        // the old members (if any) and removes nothing of the new entry, which is a concurrent
+        // put and may survive it.
+        self.entries
+            .entry(Arc::clone(&key))
+            .and_compute_with(|_| Op::Put(entry));
+        for dep in deps {
+            self.index
+                .entry(dep.clone())
+                .or_default()
+                .insert(Arc::clone(&key), generation);
+        }
+        // The entry may already be gone (refused admission, evicted, replaced) and its
+        // listener may have run before the members above existed: then remove them here.
+        if self.generation_of(&key) != Some(generation) {
+            for dep in deps {
+                unlink(&self.index, dep, &key, generation);
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        // The eviction listener removes the index members.
+        Ok(self.entries.remove(key).is_some())
+    }
+
+    async fn invalidate(&self, deps: &[Dep]) -> Result<u64> {
+        // Members written after this mark belong to puts that started after the invalidation
+        // and are left alone.
+        let mark = self.next_generation();
+        let mut dropped = 0;
+        for dep in deps {
+            let taken: Vec<(Arc<str>, u64)> = match self.index.get_mut(dep) {
+                Some(mut members) => members.extract_if(|_, g| *g < mark).collect(),
+                None => continue,
+            };
+            self.index.remove_if(dep, |_, members| members.is_empty());
+            for (key, generation) in taken {
+                if self.remove_generation(&key, generation) {
+                    dropped += 1;
+                }
+            }
+        }
+        Ok(dropped)
+    }
+
+    async fn deps(&self, key: &str) -> Result<Option<Vec<Dep>>> {
+        Ok(self.entries.get(key).map(|e| e.deps.to_vec()))
+    }
+
+    async fn prune(&self) -> Result<PruneReport> {
+        self.entries.run_pending_tasks();
+        let snapshot: Vec<(Dep, Vec<(Arc<str>, u64)>)> = self
+            .index
+            .iter()
+            .map(|m| {
+                let members = m.value().iter().map(|(k, g)| (Arc::clone(k), *g)).collect();
+                (m.key().clone(), members)
+            })
+            .collect();
+        let mut report = PruneReport {
+            indexes: snapshot.len() as u64,
+            ..PruneReport::default()
+        };
+        for (dep, members) in snapshot {
+            for (key, generation) in members {
+                report.members += 1;
+                if self.generation_of(&key) != Some(generation) {
+                    unlink(&self.index, &dep, &key, generation);
+                    report.removed += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(s: &str) -> Encoded {
+        Encoded::encode("k", s).unwrap()
+    }
+
+    #[test]
+    fn zero_bounds_are_refused() {
+        assert!(MemoryBackend::builder().max_entries(0).build().is_err());
+        assert!(MemoryBackend::builder().max_weight(0).build().is_err());
+    }
+
+    #[tokio::test]
+    async fn eviction_leaves_no_index_members() {
+        let backend = MemoryBackend::builder().max_entries(100).build().unwrap();
+        let deps = [crate::dep::tag("all"), crate::dep::id("n", 0)];
+        for i in 0..5_000 {
+            backend
+                .put(&format!("k{i}"), value("v"), &deps, Duration::from_secs(60))
+                .await
+                .unwrap();
+        }
+        let (_, members) = backend.index_size();
+        let live = backend.entries.iter().count() as u64;
+        assert!(live <= 100, "{live} entries");
+        assert_eq!(members, live * 2, "index members must match live entries");
+    }
+}

@@ -1,0 +1,123 @@
+//! Where entries and their dependency index live.
+//!
+//! [`Backend`] is the contract; [`MemoryBackend`](memory::MemoryBackend) keeps everything in
+//! process, [`RedisBackend`](redis::RedisBackend) in a Redis server shared by every process.
+//! [`MatroskaCache`](crate::MatroskaCache) encodes values and keeps statistics; a backend
+//! stores [`Encoded`] values and the dependency index.
+//!
+//! Every backend guarantees:
+//! - `put` replaces the entry *and its dependencies*; no instant exists where the entry is
+//!   readable but not reachable from its dependencies (for the writer's own view).
+//! - When `invalidate` returns, no entry that depended on one of the dependencies and was
+//!   stored before `invalidate` began is readable. Entries stored while it runs may survive
+//!   (they are not deleted by it).
+//! - `invalidate` counts each dropped entry once.
+
+pub mod memory;
+pub mod redis;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::codec::Encoded;
+use crate::dep::Dep;
+use crate::error::Result;
+
+/// What an index prune reclaimed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PruneReport {
+    /// Dependency index keys visited.
+    pub indexes: u64,
+    /// Index members (entry references) visited.
+    pub members: u64,
+    /// Members removed because their entry expired, was evicted, deleted, replaced or
+    /// invalidated.
+    pub removed: u64,
+}
+
+/// A store for cache entries and their reverse dependency index.
+///
+/// Implementations must uphold the guarantees in the [module documentation](self). All
+/// methods are async and their futures are `Send`.
+pub trait Backend: Send + Sync + 'static {
+    /// The entry stored under `key`, if any.
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Encoded>>> + Send;
+
+    /// Whether an entry is stored under `key`.
+    fn has(&self, key: &str) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Stores `value` under `key` with its dependencies (no duplicates) for `ttl` (non-zero),
+    /// replacing any previous entry and its dependencies.
+    fn put(
+        &self,
+        key: &str,
+        value: Encoded,
+        deps: &[Dep],
+        ttl: Duration,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Removes the entry under `key`; returns whether it existed.
+    fn delete(&self, key: &str) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Drops every entry that depends on any of `deps` (no duplicates); returns how many.
+    fn invalidate(&self, deps: &[Dep]) -> impl Future<Output = Result<u64>> + Send;
+
+    /// The dependencies of the entry under `key`, if it exists.
+    fn deps(&self, key: &str) -> impl Future<Output = Result<Option<Vec<Dep>>>> + Send;
+
+    /// Reclaims index members whose entries are gone.
+    fn prune(&self) -> impl Future<Output = Result<PruneReport>> + Send;
+}
+
+/// A boxed, `Send` future: what the object-safe [`DynBackend`] returns.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// [`Backend`] with boxed futures, so that [`MatroskaCache`](crate::MatroskaCache) can hold any
+/// backend behind one type. The cost is one allocation per operation.
+pub(crate) trait DynBackend: Send + Sync + 'static {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Encoded>>>;
+    fn has<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>>;
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        value: Encoded,
+        deps: &'a [Dep],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<()>>;
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>>;
+    fn invalidate<'a>(&'a self, deps: &'a [Dep]) -> BoxFuture<'a, Result<u64>>;
+    fn deps<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<Dep>>>>;
+    fn prune(&self) -> BoxFuture<'_, Result<PruneReport>>;
+}
+
+impl<B: Backend> DynBackend for B {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Encoded>>> {
+        Box::pin(Backend::get(self, key))
+    }
+    fn has<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(Backend::has(self, key))
+    }
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        value: Encoded,
+        deps: &'a [Dep],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(Backend::put(self, key, value, deps, ttl))
+    }
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(Backend::delete(self, key))
+    }
+    fn invalidate<'a>(&'a self, deps: &'a [Dep]) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(Backend::invalidate(self, deps))
+    }
+    fn deps<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<Dep>>>> {
+        Box::pin(Backend::deps(self, key))
+    }
+    fn prune(&self) -> BoxFuture<'_, Result<PruneReport>> {
+        Box::pin(Backend::prune(self))
+    }
+}

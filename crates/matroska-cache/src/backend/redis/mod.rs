@@ -1,0 +1,477 @@
+//! The Redis backend: entries and their dependency indexes in a Redis server shared by every
+//! process.
+//!
+//! Key layout: see [`keys`](self::keys) (private) and the crate README. In short, each entry
+//! is one hash with a TTL, each dependency one index hash `cache key -> generation` without a
+//! TTL, and every key of a prefix shares the prefix as its Redis Cluster hash tag.
+//!
+//! | operation | round trips | how |
+//! | --- | --- | --- |
+//! | `get` | 1 | `HMGET` |
+//! | `has` | 1 | `EXISTS` |
+//! | `put` | 1 | `put.lua`: entry and index members together |
+//! | `delete` | 1 | `UNLINK` (index members reclaimed later) |
+//! | `invalidate` | 2 for up to `batch_size` dependents | `invalidate.lua`, then `drop.lua` |
+//! | | 1 + 2 per `batch_size` beyond that | `HSCAN` and `drop.lua` per batch |
+//!
+//! Up to `batch_size` dependents (1,000 by default) an invalidation is atomic: its dependents
+//! disappear together. Beyond that they are dropped in atomic batches so that Redis is never
+//! blocked for long; `invalidate` returns when all of them are gone, and entries re-cached
+//! while it runs are not deleted by it. If it fails half-way (connection loss), the remaining
+//! dependents are still in the index and calling it again drops them.
+//!
+//! **Eviction.** Entries always have a TTL; indexes never do. At connect the backend reads
+//! `maxmemory-policy` and refuses `allkeys-*` policies, which could evict an index while its
+//! entries live and so lose invalidations. `noeviction` and every `volatile-*` policy are safe:
+//! the latter evict entries only.
+//!
+//! **Garbage.** Members of entries that expired, were evicted, deleted, replaced, or
+//! invalidated through another dependency are left in the index at first (removing them
+//! eagerly would cost a read before every write). Invalidation removes the members it visits,
+//! and [`prune`](crate::MatroskaCache::prune) walks every index in bounded batches and removes
+//! the rest, so after a prune the index holds only live entries.
+
+mod keys;
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+use tracing::debug;
+
+pub(crate) use keys::KeySpace;
+
+use super::{Backend, PruneReport};
+use crate::codec::{Encoded, Format};
+use crate::dep::Dep;
+use crate::error::{Error, Result};
+
+static PUT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("put.lua")));
+static INVALIDATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("invalidate.lua")));
+static DROP: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("drop.lua")));
+static PRUNE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("prune.lua")));
+
+/// The default time one round trip may take before it fails with [`Error::Timeout`].
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The default number of members an invalidation or prune handles per atomic batch.
+pub const DEFAULT_BATCH_SIZE: usize = 1_000;
+
+/// A backend that keeps entries in Redis, shared by every process that uses the same prefix.
+///
+/// Cheap to clone: clones share one multiplexed connection that reconnects by itself.
+///
+/// ```no_run
+/// use matroska_cache::{MatroskaCache, RedisBackend};
+/// use std::time::Duration;
+///
+/// # async fn demo() -> Result<(), matroska_cache::Error> {
+/// let backend = RedisBackend::builder("redis://127.0.0.1:6379/", "cache")
+///     .timeout(Duration::from_millis(500))
+///     .build()
+///     .await?;
+/// let cache = MatroskaCache::new(backend);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisBackend {
+    conn: ConnectionManager,
+    keys: KeySpace,
+    timeout: Duration,
+    batch_size: usize,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("keys", &self.keys)
+            .field("timeout", &self.timeout)
+            .field("batch_size", &self.batch_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures and connects a [`RedisBackend`].
+#[derive(Debug)]
+#[must_use]
+pub struct RedisBackendBuilder {
+    url: String,
+    prefix: String,
+    timeout: Duration,
+    connect_timeout: Duration,
+    batch_size: usize,
+    check_eviction_policy: bool,
+}
+
+impl RedisBackendBuilder {
+    /// How long one round trip may take before it fails with [`Error::Timeout`]
+    /// (default [`DEFAULT_TIMEOUT`]). A long invalidation is many round trips, each bounded.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How long connecting (and each reconnect attempt) may take (default 2 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How many index members one atomic batch of an invalidation or prune handles
+    /// (default [`DEFAULT_BATCH_SIZE`]). Larger batches are faster and block Redis longer.
+    pub fn batch_size(mut self, members: usize) -> Self {
+        self.batch_size = members;
+        self
+    }
+
+    /// Skip reading `maxmemory-policy` at connect, for servers that deny `CONFIG GET`.
+    ///
+    /// Only call this if you know the policy is `noeviction` or `volatile-*`: under an
+    /// `allkeys-*` policy Redis may evict an index and invalidations are lost.
+    pub fn assume_safe_eviction_policy(mut self) -> Self {
+        self.check_eviction_policy = false;
+        self
+    }
+
+    /// Connects, checks the server's eviction policy, and returns the backend.
+    ///
+    /// Fails promptly with [`Error::InvalidUrl`], [`Error::Redis`] or [`Error::Timeout`] if the
+    /// URL is malformed or the server is unreachable, and with
+    /// [`Error::UnsafeEvictionPolicy`] if Redis could evict indexes.
+    pub async fn build(self) -> Result<RedisBackend> {
+        let keys = KeySpace::new(&self.prefix)?;
+        if self.batch_size == 0 {
+            return Err(Error::InvalidConfig("batch_size must be at least 1"));
+        }
+        if self.timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err(Error::InvalidConfig("timeouts must be above zero"));
+        }
+        let client = redis::Client::open(self.url.as_str()).map_err(Error::InvalidUrl)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        let connect = client.get_connection_manager_with_config(config);
+        // The manager retries; bound the whole attempt so an unreachable server fails promptly.
+        let limit = self.connect_timeout * 3 + Duration::from_secs(1);
+        let conn = tokio::time::timeout(limit, connect)
+            .await
+            .map_err(|_| Error::Timeout(limit))??;
+        let backend = RedisBackend {
+            conn,
+            keys,
+            timeout: self.timeout,
+            batch_size: self.batch_size,
+        };
+        if self.check_eviction_policy {
+            backend.check_eviction_policy().await?;
+        }
+        Ok(backend)
+    }
+}
+
+impl RedisBackend {
+    /// A builder for `url` (`redis://[user:password@]host[:port][/db]`) and `prefix`, under
+    /// which every key of this cache lives.
+    pub fn builder(url: &str, prefix: &str) -> RedisBackendBuilder {
+        RedisBackendBuilder {
+            url: url.to_owned(),
+            prefix: prefix.to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: Duration::from_secs(2),
+            batch_size: DEFAULT_BATCH_SIZE,
+            check_eviction_policy: true,
+        }
+    }
+
+    /// Runs one round trip under the configured timeout.
+    async fn round_trip<T>(
+        &self,
+        request: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.timeout, request).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(Error::Timeout(self.timeout)),
+        }
+    }
+
+    async fn check_eviction_policy(&self) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let reply: Vec<String> = self
+            .round_trip(
+                redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg("maxmemory-policy")
+                    .query_async(&mut conn),
+            )
+            .await
+            .map_err(|e| match e {
+                Error::Redis(e) => Error::EvictionPolicyUnknown(e),
+                other => other,
+            })?;
+        let policy = reply.get(1).cloned().unwrap_or_default();
+        if policy.starts_with("allkeys-") {
+            return Err(Error::UnsafeEvictionPolicy { policy });
+        }
+        debug!(%policy, "Redis eviction policy is safe for dependency indexes");
+        Ok(())
+    }
+
+    /// Drops one batch of `(index position, cache key, generation)` members.
+    async fn drop_batch(
+        &self,
+        index_keys: &[String],
+        batch: &[(usize, String, String)],
+    ) -> Result<u64> {
+        let mut invocation = DROP.prepare_invoke();
+        for index in index_keys {
+            invocation.key(index);
+        }
+        invocation.arg(index_keys.len());
+        for (position, key, generation) in batch {
+            invocation.key(self.keys.data(key));
+            invocation.arg(position + 1).arg(key).arg(generation);
+        }
+        let mut conn = self.conn.clone();
+        self.round_trip(invocation.invoke_async(&mut conn)).await
+    }
+
+    /// Removes the members of one batch from `index` whose entries are gone.
+    async fn prune_batch(&self, index: &str, batch: &[(String, String)]) -> Result<u64> {
+        let mut invocation = PRUNE.prepare_invoke();
+        invocation.key(index);
+        for (key, generation) in batch {
+            invocation.key(self.keys.data(key)).arg(key).arg(generation);
+        }
+        let mut conn = self.conn.clone();
+        self.round_trip(invocation.invoke_async(&mut conn)).await
+    }
+
+    /// One `HSCAN` step over `index`: the next cursor and the `(cache key, generation)` pairs.
+    /// Members that are not ours (non-UTF-8 names, non-numeric generations) are skipped.
+    async fn scan_index(&self, index: &str, cursor: u64) -> Result<(u64, Vec<(String, u64)>)> {
+        let mut conn = self.conn.clone();
+        let (next, flat): (u64, Vec<Vec<u8>>) = self
+            .round_trip(
+                redis::cmd("HSCAN")
+                    .arg(index)
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(self.batch_size)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok((next, parse_members(flat)))
+    }
+}
+
+/// Parses a flat `HGETALL` or `HSCAN` reply into `(cache key, generation)` pairs.
+fn parse_members(flat: Vec<Vec<u8>>) -> Vec<(String, u64)> {
+    flat.chunks_exact(2)
+        .filter_map(|pair| {
+            let key = String::from_utf8(pair[0].clone()).ok()?;
+            let generation = std::str::from_utf8(&pair[1]).ok()?.parse().ok()?;
+            Some((key, generation))
+        })
+        .collect()
+}
+
+/// Milliseconds for `PEXPIRE`: at least 1, and an error if it does not fit.
+fn ttl_millis(ttl: Duration) -> Result<u64> {
+    let ms = ttl.as_nanos().div_ceil(1_000_000);
+    match u64::try_from(ms) {
+        Ok(ms) if ms >= 1 && ms <= i64::MAX as u64 => Ok(ms),
+        _ => Err(Error::InvalidTtl { ttl }),
+    }
+}
+
+impl Backend for RedisBackend {
+    async fn get(&self, key: &str) -> Result<Option<Encoded>> {
+        let mut conn = self.conn.clone();
+        let (value, format): (Option<Vec<u8>>, Option<Vec<u8>>) = self
+            .round_trip(
+                redis::cmd("HMGET")
+                    .arg(self.keys.data(key))
+                    .arg("v")
+                    .arg("f")
+                    .query_async(&mut conn),
+            )
+            .await?;
+        match (value, format) {
+            (None, None) => Ok(None),
+            (Some(bytes), Some(tag)) => match Format::from_tag(&tag) {
+                Some(format) => Ok(Some(Encoded {
+                    format,
+                    bytes: Bytes::from(bytes),
+                })),
+                None => Err(Error::Corrupt {
+                    key: key.to_owned(),
+                    detail: format!("unknown format tag {:?}", String::from_utf8_lossy(&tag)),
+                }),
+            },
+            _ => Err(Error::Corrupt {
+                key: key.to_owned(),
+                detail: "entry hash without value or format field".to_owned(),
+            }),
+        }
+    }
+
+    async fn has(&self, key: &str) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        self.round_trip(conn.exists(self.keys.data(key))).await
+    }
+
+    async fn put(&self, key: &str, value: Encoded, deps: &[Dep], ttl: Duration) -> Result<()> {
+        let ttl = ttl_millis(ttl)?;
+        let texts: Vec<&str> = deps.iter().map(Dep::as_str).collect();
+        let deps_json = serde_json::to_string(&texts).expect("a list of strings always encodes");
+        let mut invocation = PUT.prepare_invoke();
+        invocation
+            .key(self.keys.sequence())
+            .key(self.keys.data(key));
+        for dep in deps {
+            invocation.key(self.keys.index(dep));
+        }
+        invocation
+            .arg(key)
+            .arg(ttl)
+            .arg(value.format.tag())
+            .arg(&value.bytes[..])
+            .arg(deps_json);
+        let mut conn = self.conn.clone();
+        let _generation: String = self.round_trip(invocation.invoke_async(&mut conn)).await?;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        let removed: u64 = self.round_trip(conn.unlink(self.keys.data(key))).await?;
+        Ok(removed > 0)
+    }
+
+    async fn invalidate(&self, deps: &[Dep]) -> Result<u64> {
+        if deps.is_empty() {
+            return Ok(0);
+        }
+        let index_keys: Vec<String> = deps.iter().map(|d| self.keys.index(d)).collect();
+        let mut invocation = INVALIDATE.prepare_invoke();
+        invocation.key(self.keys.sequence());
+        for index in &index_keys {
+            invocation.key(index);
+        }
+        invocation.arg(self.batch_size);
+        let mut conn = self.conn.clone();
+        let (mark, lists): (u64, Option<Vec<Vec<Vec<u8>>>>) =
+            self.round_trip(invocation.invoke_async(&mut conn)).await?;
+
+        let mut dropped = 0;
+        let mut batch: Vec<(usize, String, String)> = Vec::new();
+        match lists {
+            // Small: the snapshot came with the mark; one more round trip drops it all.
+            Some(lists) => {
+                for (position, flat) in lists.into_iter().enumerate() {
+                    for (key, generation) in parse_members(flat) {
+                        batch.push((position, key, generation.to_string()));
+                    }
+                }
+                if !batch.is_empty() {
+                    dropped += self.drop_batch(&index_keys, &batch).await?;
+                }
+            }
+            // Large: walk each index in bounded steps, dropping one batch at a time.
+            None => {
+                for (position, index) in index_keys.iter().enumerate() {
+                    let mut cursor = 0;
+                    loop {
+                        let (next, members) = self.scan_index(index, cursor).await?;
+                        for (key, generation) in members {
+                            if generation < mark {
+                                batch.push((position, key, generation.to_string()));
+                            }
+                        }
+                        if batch.len() >= self.batch_size {
+                            dropped += self.drop_batch(&index_keys, &batch).await?;
+                            batch.clear();
+                        }
+                        cursor = next;
+                        if cursor == 0 {
+                            break;
+                        }
+                    }
+                }
+                if !batch.is_empty() {
+                    dropped += self.drop_batch(&index_keys, &batch).await?;
+                }
+            }
+        }
+        Ok(dropped)
+    }
+
+    async fn deps(&self, key: &str) -> Result<Option<Vec<Dep>>> {
+        let mut conn = self.conn.clone();
+        let json: Option<String> = self.round_trip(conn.hget(self.keys.data(key), "d")).await?;
+        let Some(json) = json else { return Ok(None) };
+        let corrupt = |detail: String| Error::Corrupt {
+            key: key.to_owned(),
+            detail,
+        };
+        let texts: Vec<String> =
+            serde_json::from_str(&json).map_err(|e| corrupt(format!("dependency list: {e}")))?;
+        texts
+            .iter()
+            .map(|t| {
+                t.parse()
+                    .map_err(|e: crate::dep::ParseDepError| corrupt(e.to_string()))
+            })
+            .collect::<Result<Vec<Dep>>>()
+            .map(Some)
+    }
+
+    async fn prune(&self) -> Result<PruneReport> {
+        let mut report = PruneReport::default();
+        let pattern = self.keys.pattern("r");
+        let mut cursor = 0u64;
+        loop {
+            let mut conn = self.conn.clone();
+            let (next, index_keys): (u64, Vec<String>) = self
+                .round_trip(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(self.batch_size)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            for index in index_keys {
+                report.indexes += 1;
+                let mut index_cursor = 0;
+                loop {
+                    let (next_member, members) = self.scan_index(&index, index_cursor).await?;
+                    report.members += members.len() as u64;
+                    let batch: Vec<(String, String)> = members
+                        .into_iter()
+                        .map(|(k, g)| (k, g.to_string()))
+                        .collect();
+                    for chunk in batch.chunks(self.batch_size) {
+                        report.removed += self.prune_batch(&index, chunk).await?;
+                    }
+                    index_cursor = next_member;
+                    if index_cursor == 0 {
+                        break;
+                    }
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        debug!(?report, "pruned the dependency index");
+        Ok(report)
+    }
+}

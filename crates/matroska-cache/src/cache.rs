@@ -1,0 +1,211 @@
+//! [`MatroskaCache`]: the front door.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::{debug, trace};
+
+use crate::backend::memory::MemoryBackend;
+use crate::backend::redis::RedisBackend;
+use crate::backend::{Backend, DynBackend, PruneReport};
+use crate::codec::Encoded;
+use crate::dep::Dep;
+use crate::error::{Error, Result};
+use crate::stats::{Counters, Stats};
+
+/// A cache whose entries declare what they were built from.
+///
+/// `put` stores a value with its dependencies; `invalidate` drops every entry that depends on
+/// any of the given dependencies, for every process that shares the backend. Cheap to clone
+/// (clones share the backend and the counters); `Send + Sync`; every future it returns is
+/// `Send`.
+///
+/// ```
+/// use matroska_cache::{dep, MatroskaCache};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), matroska_cache::Error> {
+/// let cache = MatroskaCache::in_memory();
+/// let ttl = Duration::from_secs(60);
+/// cache.put("article:1:html", "<h1>Hello</h1>", [dep::id("article", 1)], ttl).await?;
+/// assert_eq!(cache.get::<String>("article:1:html").await?.as_deref(), Some("<h1>Hello</h1>"));
+///
+/// assert_eq!(cache.invalidate([dep::id("article", 1)]).await?, 1);
+/// assert_eq!(cache.get::<String>("article:1:html").await?, None);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct MatroskaCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Box<dyn DynBackend>,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for MatroskaCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MatroskaCache")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MatroskaCache {
+    /// A cache on the given backend.
+    pub fn new(backend: impl Backend) -> Self {
+        MatroskaCache {
+            inner: Arc::new(Inner {
+                backend: Box::new(backend),
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// An in-process cache with the default bound
+    /// ([`DEFAULT_MAX_WEIGHT`](crate::backend::memory::DEFAULT_MAX_WEIGHT) bytes).
+    pub fn in_memory() -> Self {
+        MatroskaCache::new(MemoryBackend::default())
+    }
+
+    /// A cache in Redis at `url`, with every key under `prefix`, with the default settings of
+    /// [`RedisBackend::builder`].
+    ///
+    /// Fails promptly if the URL is malformed, the server unreachable, or its eviction policy
+    /// could lose invalidations.
+    pub async fn redis(url: &str, prefix: &str) -> Result<Self> {
+        Ok(MatroskaCache::new(
+            RedisBackend::builder(url, prefix).build().await?,
+        ))
+    }
+
+    /// Counts an error before passing it on.
+    fn count<T>(&self, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            Counters::add(&self.inner.counters.errors, 1);
+        }
+        result
+    }
+
+    /// Stores `value` under `key` for `ttl`, depending on `deps`.
+    ///
+    /// Replaces any previous entry under `key` together with its dependencies: an old
+    /// dependency no longer drops the new value. Strings are stored as they are, other values
+    /// as JSON. A zero `ttl` is [`Error::InvalidTtl`].
+    pub async fn put<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        deps: impl IntoIterator<Item = Dep>,
+        ttl: Duration,
+    ) -> Result<()> {
+        if ttl.is_zero() {
+            return self.count(Err(Error::InvalidTtl { ttl }));
+        }
+        let encoded = self.count(Encoded::encode(key, value))?;
+        let mut deps: Vec<Dep> = deps.into_iter().collect();
+        deps.sort_unstable();
+        deps.dedup();
+        let size = encoded.bytes.len();
+        self.count(self.inner.backend.put(key, encoded, &deps, ttl).await)?;
+        Counters::add(&self.inner.counters.puts, 1);
+        debug!(key, deps = ?deps, ttl = ?ttl, size, "cache put");
+        Ok(())
+    }
+
+    /// The value under `key` as a `T`, or `None` if there is none.
+    ///
+    /// A stored value that does not decode as `T` is [`Error::Decode`].
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let found = self.count(self.inner.backend.get(key).await)?;
+        let counters = &self.inner.counters;
+        match found {
+            Some(encoded) => {
+                Counters::add(&counters.hits, 1);
+                trace!(key, "cache hit");
+                self.count(encoded.decode(key).map(Some))
+            }
+            None => {
+                Counters::add(&counters.misses, 1);
+                trace!(key, "cache miss");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Whether a value is stored under `key`.
+    pub async fn has(&self, key: &str) -> Result<bool> {
+        self.count(self.inner.backend.has(key).await)
+    }
+
+    /// Removes the entry under `key`; returns whether there was one.
+    pub async fn delete(&self, key: &str) -> Result<bool> {
+        let existed = self.count(self.inner.backend.delete(key).await)?;
+        debug!(key, existed, "cache delete");
+        Ok(existed)
+    }
+
+    /// Drops every entry that depends on any of `deps`; returns how many entries were dropped
+    /// (each once, however many of `deps` it had).
+    ///
+    /// When it returns, no entry that depended on `deps` and was stored before the call began
+    /// is readable, in this process or any other sharing the backend. Unknown dependencies
+    /// drop nothing.
+    pub async fn invalidate(&self, deps: impl IntoIterator<Item = Dep>) -> Result<u64> {
+        let mut deps: Vec<Dep> = deps.into_iter().collect();
+        deps.sort_unstable();
+        deps.dedup();
+        let dropped = self.count(self.inner.backend.invalidate(&deps).await)?;
+        let counters = &self.inner.counters;
+        Counters::add(&counters.invalidations, 1);
+        Counters::add(&counters.dropped, dropped);
+        debug!(deps = ?deps, dropped, "cache invalidate");
+        Ok(dropped)
+    }
+
+    /// The dependencies the entry under `key` was stored with, or `None` if there is none.
+    pub async fn deps(&self, key: &str) -> Result<Option<Vec<Dep>>> {
+        self.count(self.inner.backend.deps(key).await)
+    }
+
+    /// Reclaims dependency-index members whose entries are gone (expired, evicted, deleted,
+    /// replaced or invalidated through another dependency), in bounded batches.
+    ///
+    /// The index stays correct without it; pruning bounds its size. Run it periodically (the
+    /// `matroska prune` command does the same from a shell).
+    pub async fn prune(&self) -> Result<PruneReport> {
+        self.count(self.inner.backend.prune().await)
+    }
+
+    /// This cache's counters.
+    pub fn stats(&self) -> Stats {
+        self.inner.counters.snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_send<T: Send>(_: &T) {}
+    fn is_send_sync_clone<T: Send + Sync + Clone>() {}
+
+    #[test]
+    fn futures_are_send() {
+        is_send_sync_clone::<MatroskaCache>();
+        let cache = MatroskaCache::in_memory();
+        let d = || [crate::dep::tag("t")];
+        is_send(&cache.put("k", &1, d(), Duration::from_secs(1)));
+        is_send(&cache.get::<u32>("k"));
+        is_send(&cache.has("k"));
+        is_send(&cache.delete("k"));
+        is_send(&cache.invalidate(d()));
+        is_send(&cache.deps("k"));
+        is_send(&cache.prune());
+        is_send(&MatroskaCache::redis("redis://127.0.0.1/", "p"));
+    }
+}

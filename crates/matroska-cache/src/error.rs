@@ -1,0 +1,132 @@
+//! The one error type of the crate.
+
+use std::time::Duration;
+
+use crate::dep::ParseDepError;
+
+/// Everything that can go wrong in a cache operation.
+///
+/// Each variant's documentation says what to do about it. The enum is `#[non_exhaustive]`: match
+/// the variants you handle and keep a catch-all arm.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The TTL was zero (or so large that Redis cannot represent it in milliseconds).
+    ///
+    /// Pass a TTL between one millisecond and about 292 million years. A cache entry that
+    /// expires at once is almost always a bug, so it is refused instead of silently not stored.
+    #[error("invalid TTL {ttl:?}: it must be at least 1 ms and fit in a signed 64-bit count of milliseconds")]
+    InvalidTtl {
+        /// The TTL that was passed.
+        ttl: Duration,
+    },
+
+    /// A builder was given a setting that cannot work.
+    ///
+    /// The message names the setting and what it accepts.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(&'static str),
+
+    /// The Redis key prefix is empty.
+    ///
+    /// Every key of a cache lives under its prefix (which also forms the Redis Cluster hash
+    /// tag), so choose a non-empty name such as `"cache"` or `"tenant-42"`.
+    #[error("invalid prefix: the Redis key prefix must not be empty")]
+    EmptyPrefix,
+
+    /// A dependency's text form could not be parsed.
+    ///
+    /// See [`Dep`](crate::Dep) for the syntax; `id:article:1` and `tag:homepage` are examples.
+    #[error(transparent)]
+    ParseDep(#[from] ParseDepError),
+
+    /// The value could not be serialized.
+    ///
+    /// The value's `Serialize` implementation failed (for example a map with non-string keys
+    /// under JSON). Fix the type or store a different representation.
+    #[error("cannot encode the value for key {key:?}: {source}")]
+    Encode {
+        /// The cache key.
+        key: String,
+        /// What the serializer reported.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// The cached value does not decode as the requested type.
+    ///
+    /// Usually a type changed between the writer and the reader (a deploy in progress, or two
+    /// services sharing a key). Delete the key or invalidate its dependencies; `get_or_compute`
+    /// treats this as a miss.
+    #[error("the cached value of key {key:?} does not decode as the requested type: {reason}")]
+    Decode {
+        /// The cache key.
+        key: String,
+        /// What the decoder reported.
+        reason: String,
+    },
+
+    /// The stored entry is not in a format this version understands.
+    ///
+    /// Another program (or a newer version of this library) wrote under the same prefix. Give
+    /// each program its own prefix, or delete the key.
+    #[error("the entry of key {key:?} is not in a known format ({detail})")]
+    Corrupt {
+        /// The cache key.
+        key: String,
+        /// What was found.
+        detail: String,
+    },
+
+    /// The Redis URL could not be parsed or names an unsupported scheme.
+    ///
+    /// Use `redis://[user:password@]host[:port][/db]`, or `rediss://` with the `tls` feature.
+    #[error("invalid Redis URL: {0}")]
+    InvalidUrl(#[source] redis::RedisError),
+
+    /// Redis's eviction policy could drop a dependency index while its entries live, which
+    /// would lose invalidations.
+    ///
+    /// Set `maxmemory-policy` to `volatile-lru`, `volatile-lfu`, `volatile-ttl`,
+    /// `volatile-random` or `noeviction` (`CONFIG SET maxmemory-policy volatile-lru` and in
+    /// `redis.conf`). Entries always carry a TTL and indexes never do, so a `volatile-*`
+    /// policy evicts entries only.
+    #[error(
+        "Redis maxmemory-policy is {policy:?}, which can evict dependency indexes and lose \
+         invalidations; run `CONFIG SET maxmemory-policy volatile-lru` (or noeviction) and \
+         set it in redis.conf"
+    )]
+    UnsafeEvictionPolicy {
+        /// The policy the server reported.
+        policy: String,
+    },
+
+    /// The eviction policy could not be read, so its safety could not be checked.
+    ///
+    /// Allow the cache's Redis user `CONFIG GET` (ACL `+config|get`), or, if you have checked
+    /// the policy yourself, call
+    /// [`RedisBackendBuilder::assume_safe_eviction_policy`](crate::RedisBackendBuilder::assume_safe_eviction_policy).
+    #[error(
+        "cannot read Redis maxmemory-policy to check that indexes cannot be evicted ({0}); \
+         grant the user +config|get or call assume_safe_eviction_policy()"
+    )]
+    EvictionPolicyUnknown(#[source] redis::RedisError),
+
+    /// Redis failed, refused the command, or could not be reached in time.
+    ///
+    /// Transient faults (connection loss, a restart) clear by themselves: the connection
+    /// manager reconnects in the background, so retry later. An `invalidate` that failed may
+    /// have dropped some dependents; retrying it drops the rest.
+    #[error("Redis error: {0}")]
+    Redis(#[from] redis::RedisError),
+
+    /// A Redis operation did not complete within the configured timeout.
+    ///
+    /// Redis is unreachable, overloaded or blocked. Retry later; the connection recovers by
+    /// itself when Redis answers again.
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,29 @@
+#![doc = include_str!("../../../README.md")]
+//!
+//! # Layout
+//!
+//! - [`cache`]: [`MatroskaCache`], the front door: encodes values, dedupes dependencies,
+//!   counts, logs.
+//! - [`dep`]: [`Dep`] and one file per kind of dependency (`id`, `tag`/`ntag`, `pk`), with
+//!   their collision-free text form.
+//! - [`codec`]: how values are stored (strings as they are, the rest as JSON).
+//! - [`backend`]: the [`Backend`] trait; [`backend::memory`] (moka plus a dependency index)
+//!   and [`backend::redis`] (hashes, Lua scripts beside the code that runs them).
+//! - [`stats`]: counters.
+//! - [`error`]: the one error type.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod backend;
+pub mod cache;
+pub mod codec;
+pub mod dep;
+pub mod error;
+pub mod stats;
+
+pub use backend::memory::{MemoryBackend, MemoryBackendBuilder};
+pub use backend::redis::{RedisBackend, RedisBackendBuilder};
+pub use backend::{Backend, PruneReport};
+pub use cache::MatroskaCache;
+pub use dep::Dep;
+pub use error::{Error, Result};
+pub use stats::Stats;

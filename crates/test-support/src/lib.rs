@@ -1,0 +1,191 @@
+//! Test support for matroska-cache: a throwaway `redis-server` on a free port.
+//!
+//! ```no_run
+//! let server = matroska_test_support::RedisServer::start();
+//! let url = server.url(); // redis://127.0.0.1:<port>/
+//! // the server and its directory go away when `server` is dropped
+//! ```
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// The one-line fix printed when `redis-server` is missing.
+pub const MISSING_REDIS: &str =
+    "redis-server not found on PATH: run ./scripts/test (it installs it) or `apt-get install redis-server`";
+
+/// Settings of a [`RedisServer`].
+#[derive(Clone, Debug, Default)]
+#[must_use]
+pub struct RedisServerBuilder {
+    password: Option<String>,
+    user: Option<(String, String)>,
+    args: Vec<String>,
+}
+
+impl RedisServerBuilder {
+    /// Require this password (`requirepass`) for the default user.
+    pub fn password(mut self, password: &str) -> Self {
+        self.password = Some(password.to_owned());
+        self
+    }
+
+    /// Add an ACL user with full access and this password, and disable the default user.
+    pub fn acl_user(mut self, user: &str, password: &str) -> Self {
+        self.user = Some((user.to_owned(), password.to_owned()));
+        self
+    }
+
+    /// Pass `--name value` to the server.
+    pub fn config(mut self, name: &str, value: &str) -> Self {
+        self.args.push(format!("--{name}"));
+        self.args.push(value.to_owned());
+        self
+    }
+
+    /// Starts the server on a free port and waits until it answers `PING`.
+    ///
+    /// # Panics
+    /// If `redis-server` is missing (with [`MISSING_REDIS`]) or does not come up.
+    pub fn start(self) -> RedisServer {
+        let dir = tempfile::tempdir().expect("create a temp dir for redis-server");
+        let mut server = RedisServer {
+            child: None,
+            port: 0,
+            dir,
+            settings: self,
+        };
+        for _ in 0..5 {
+            server.port = free_port();
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!(
+            "redis-server did not start; see its log in {}",
+            server.dir.path().display()
+        );
+    }
+}
+
+/// A `redis-server` child process; killed (and its directory removed) on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    settings: RedisServerBuilder,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
+}
+
+impl RedisServer {
+    /// A server with default settings.
+    pub fn start() -> RedisServer {
+        RedisServer::builder().start()
+    }
+
+    /// A builder for a server with a password, ACL users or other settings.
+    pub fn builder() -> RedisServerBuilder {
+        RedisServerBuilder::default()
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://[user:password@]127.0.0.1:<port>/`, with the configured credentials.
+    pub fn url(&self) -> String {
+        match (&self.settings.user, &self.settings.password) {
+            (Some((user, pass)), _) => format!("redis://{user}:{pass}@127.0.0.1:{}/", self.port),
+            (None, Some(pass)) => format!("redis://:{pass}@127.0.0.1:{}/", self.port),
+            (None, None) => format!("redis://127.0.0.1:{}/", self.port),
+        }
+    }
+
+    /// A blocking connection for test assertions.
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection())
+            .expect("connect to the test redis-server")
+    }
+
+    /// Kills the server (as a crash would: no shutdown, no save).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port, after [`kill`](Self::kill).
+    pub fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.spawn() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not restart on port {}",
+                self.port
+            );
+            sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Spawns the server on `self.port`; returns whether it came up.
+    fn spawn(&mut self) -> bool {
+        let mut command = Command::new("redis-server");
+        command
+            .arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.dir.path().join("redis.log"));
+        if let Some(pass) = &self.settings.password {
+            command.args(["--requirepass", pass]);
+        }
+        if let Some((user, pass)) = &self.settings.user {
+            command.args(["--user", &format!("{user} on >{pass} ~* &* +@all")]);
+            command.args(["--user", "default off"]);
+        }
+        command.args(&self.settings.args);
+        command.stdout(Stdio::null()).stderr(Stdio::null());
+        let child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!("{MISSING_REDIS}"),
+            Err(e) => panic!("cannot run redis-server: {e}"),
+        };
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return false; // exited: the port was taken, most likely
+            }
+            let up = redis::Client::open(self.url())
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+            if up.is_ok() {
+                return true;
+            }
+            sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        false
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
