@@ -10,8 +10,9 @@
 //!   so an entry re-cached while an invalidation runs is not deleted by it;
 //! - the eviction listener (expiry, eviction, replacement, deletion) removes index members only
 //!   if they still name the removed generation, however late it runs;
-//! - a `put` whose entry was evicted before its index members were written (TinyLFU may refuse
-//!   admission at once) removes those members itself, so nothing leaks.
+//! - a `put` writes its index members inside moka's per-key critical section, before the
+//!   entry, so concurrent puts of one key cannot leave the index naming the loser, and the
+//!   listener always finds the members of what it removes.
 //!
 //! Every write of an entry goes through moka's `and_compute_with`, which serializes all
 //! operations on one key: the generation check and the removal are one atomic step.
@@ -248,25 +249,20 @@ impl Backend for MemoryBackend {
             deps: deps.into(),
             ttl,
         });
-        // The entry first, then its index members: an invalidation that runs in between sees
-        // the old members (if any) and removes nothing of the new entry, which is a concurrent
-        // put and may survive it.
-        self.entries
-            .entry(Arc::clone(&key))
-            .and_compute_with(|_| Op::Put(entry));
-        for dep in deps {
-            self.index
-                .entry(dep.clone())
-                .or_default()
-                .insert(Arc::clone(&key), generation);
-        }
-        // The entry may already be gone (refused admission, evicted, replaced) and its
-        // listener may have run before the members above existed: then remove them here.
-        if self.generation_of(&key) != Some(generation) {
+        // The index members are written inside moka's per-key critical section, just before
+        // the entry: puts of one key are serialized, so the members of the entry that ends up
+        // stored are never overwritten by a put that lost the race (which would hide the
+        // entry from its dependencies). Writing them before the entry also means the eviction
+        // listener, however early it runs, finds them.
+        self.entries.entry(Arc::clone(&key)).and_compute_with(|_| {
             for dep in deps {
-                unlink(&self.index, dep, &key, generation);
+                self.index
+                    .entry(dep.clone())
+                    .or_default()
+                    .insert(Arc::clone(&key), generation);
             }
-        }
+            Op::Put(entry)
+        });
         Ok(())
     }
 
@@ -281,15 +277,24 @@ impl Backend for MemoryBackend {
         let mark = self.next_generation();
         let mut dropped = 0;
         for dep in deps {
-            let taken: Vec<(Arc<str>, u64)> = match self.index.get_mut(dep) {
-                Some(mut members) => members.extract_if(|_, g| *g < mark).collect(),
+            // Members are copied, not taken: a concurrent invalidation of the same dependency
+            // must still find them until their entries are gone, or it could return while an
+            // entry it should drop is still readable.
+            let members: Vec<(Arc<str>, u64)> = match self.index.get(dep) {
+                Some(members) => members
+                    .iter()
+                    .filter(|(_, g)| **g < mark)
+                    .map(|(k, g)| (Arc::clone(k), *g))
+                    .collect(),
                 None => continue,
             };
-            self.index.remove_if(dep, |_, members| members.is_empty());
-            for (key, generation) in taken {
+            for (key, generation) in members {
                 if self.remove_generation(&key, generation) {
                     dropped += 1;
                 }
+                // The listener will do the same for every dependency of the entry; doing it
+                // here for this one keeps the index small without waiting for housekeeping.
+                unlink(&self.index, dep, &key, generation);
             }
         }
         Ok(dropped)

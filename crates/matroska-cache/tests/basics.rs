@@ -1,0 +1,234 @@
+//! put / get / has / delete, values and keys of every kind, on both backends.
+
+mod support;
+
+use std::time::Duration;
+
+use matroska_cache::{dep, Error};
+use serde::{Deserialize, Serialize};
+use support::Harness;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Article {
+    id: u32,
+    title: String,
+    author: Author,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Author {
+    id: u32,
+    name: String,
+}
+
+fn articles() -> Vec<Article> {
+    let author = Author {
+        id: 1,
+        name: "kolypto".into(),
+    };
+    vec![
+        Article {
+            id: 1,
+            title: "Python".into(),
+            author: author.clone(),
+        },
+        Article {
+            id: 2,
+            title: "Cache".into(),
+            author,
+        },
+    ]
+}
+
+async fn put_get_has_delete(h: Harness) {
+    let c = &h.cache;
+    assert_eq!(c.get::<Vec<Article>>("articles-list").await.unwrap(), None);
+    assert!(!c.has("articles-list").await.unwrap());
+
+    let deps = [
+        dep::id("article", 1),
+        dep::id("article", 2),
+        dep::id("author", 1),
+    ];
+    c.put("articles-list", &articles(), deps, MINUTE)
+        .await
+        .unwrap();
+    assert!(c.has("articles-list").await.unwrap());
+    assert_eq!(
+        c.get::<Vec<Article>>("articles-list").await.unwrap(),
+        Some(articles())
+    );
+
+    assert!(c.delete("articles-list").await.unwrap());
+    assert!(!c.delete("articles-list").await.unwrap());
+    assert!(!c.has("articles-list").await.unwrap());
+    assert_eq!(c.get::<Vec<Article>>("articles-list").await.unwrap(), None);
+
+    let stats = c.stats();
+    assert_eq!((stats.hits, stats.misses, stats.puts), (1, 2, 1));
+}
+
+async fn values_of_every_kind(h: Harness) {
+    let c = &h.cache;
+    c.put("s", "plain text", [], MINUTE).await.unwrap();
+    c.put("n", &42u64, [], MINUTE).await.unwrap();
+    c.put("b", &true, [], MINUTE).await.unwrap();
+    c.put("o", &Some(1.5f64), [], MINUTE).await.unwrap();
+    c.put("none", &None::<u8>, [], MINUTE).await.unwrap();
+    c.put("unit", &(), [], MINUTE).await.unwrap();
+    assert_eq!(
+        c.get::<String>("s").await.unwrap().as_deref(),
+        Some("plain text")
+    );
+    assert_eq!(c.get::<u64>("n").await.unwrap(), Some(42));
+    assert_eq!(c.get::<bool>("b").await.unwrap(), Some(true));
+    assert_eq!(c.get::<Option<f64>>("o").await.unwrap(), Some(Some(1.5)));
+    // A stored `null` is a hit holding `None`, not a miss.
+    assert_eq!(c.get::<Option<u8>>("none").await.unwrap(), Some(None));
+    assert_eq!(c.get::<()>("unit").await.unwrap(), Some(()));
+}
+
+async fn wrong_type_is_an_error_not_a_panic(h: Harness) {
+    let c = &h.cache;
+    c.put("k", &articles(), [], MINUTE).await.unwrap();
+    let err = c.get::<u32>("k").await.unwrap_err();
+    assert!(
+        matches!(err, Error::Decode { ref key, .. } if key == "k"),
+        "{err}"
+    );
+    c.put("s", "text", [], MINUTE).await.unwrap();
+    assert!(matches!(
+        c.get::<Vec<u8>>("s").await,
+        Err(Error::Decode { .. })
+    ));
+    assert_eq!(c.stats().errors, 2);
+}
+
+async fn zero_ttl_is_an_error(h: Harness) {
+    let err = h.cache.put("k", &1, [], Duration::ZERO).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidTtl { .. }), "{err}");
+    assert!(!h.cache.has("k").await.unwrap());
+    // Sub-millisecond TTLs are not zero: they round up.
+    h.cache
+        .put("k", &1, [], Duration::from_micros(10))
+        .await
+        .unwrap();
+}
+
+async fn entries_expire(h: Harness) {
+    let c = &h.cache;
+    c.put("short", "x", [dep::tag("t")], Duration::from_millis(100))
+        .await
+        .unwrap();
+    c.put("long", "y", [dep::tag("t")], MINUTE).await.unwrap();
+    // Generous margin: the assertion is only that it is gone *eventually*.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(!c.has("short").await.unwrap());
+    assert_eq!(c.get::<String>("short").await.unwrap(), None);
+    assert!(c.has("long").await.unwrap());
+    // Invalidation after expiry counts only the live entry.
+    assert_eq!(c.invalidate([dep::tag("t")]).await.unwrap(), 1);
+}
+
+async fn arbitrary_utf8_keys_and_deps(h: Harness) {
+    let c = &h.cache;
+    let keys = [
+        "",
+        "статья:1",
+        "🪆🪆",
+        "a:b::c",
+        "{tag}",
+        "}{",
+        "*",
+        "?[x]",
+        r"back\slash",
+        "line\nbreak",
+        "%7B",
+        "data::k",
+        "d:x",
+        "r:id:article:1",
+    ];
+    for (i, key) in keys.iter().enumerate() {
+        let deps = [
+            dep::id("статья", key),
+            dep::tag(key),
+            dep::ntag("ns:{}", "*\\"),
+        ];
+        c.put(key, &i, deps, MINUTE).await.unwrap();
+    }
+    for (i, key) in keys.iter().enumerate() {
+        assert_eq!(c.get::<usize>(key).await.unwrap(), Some(i), "key {key:?}");
+        let mut deps = c.deps(key).await.unwrap().unwrap();
+        deps.sort();
+        let mut expected = vec![
+            dep::id("статья", key),
+            dep::tag(key),
+            dep::ntag("ns:{}", "*\\"),
+        ];
+        expected.sort();
+        assert_eq!(deps, expected, "deps of {key:?}");
+    }
+    // Each key has its own id and tag dependency; dropping one drops exactly that key.
+    assert_eq!(c.invalidate([dep::tag("{tag}")]).await.unwrap(), 1);
+    assert!(!c.has("{tag}").await.unwrap());
+    assert!(c.has("}{").await.unwrap());
+    assert_eq!(c.invalidate([dep::id("статья", "🪆🪆")]).await.unwrap(), 1);
+    assert_eq!(
+        c.invalidate([dep::ntag("ns:{}", "*\\")]).await.unwrap(),
+        keys.len() as u64 - 2
+    );
+}
+
+async fn large_values(h: Harness) {
+    let big: String = "абв🪆".repeat(5 * 1024 * 1024 / 10 + 1); // a little over 5 MB
+    assert!(big.len() > 5 * 1024 * 1024);
+    h.cache
+        .put("big", &big, [dep::tag("big")], MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.cache.get::<String>("big").await.unwrap().as_ref(),
+        Some(&big)
+    );
+    let bytes: Vec<u32> = (0..1_500_000).collect(); // about 12 MB of JSON
+    h.cache
+        .put("json", &bytes, [dep::tag("big")], MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(h.cache.get::<Vec<u32>>("json").await.unwrap(), Some(bytes));
+    assert_eq!(h.cache.invalidate([dep::tag("big")]).await.unwrap(), 2);
+}
+
+async fn clones_and_other_clients_share_entries(h: Harness) {
+    let other = h.other_client().await;
+    let clone = h.cache.clone();
+    h.cache
+        .put("k", "v", [dep::tag("t")], MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(
+        other.get::<String>("k").await.unwrap().as_deref(),
+        Some("v")
+    );
+    assert_eq!(
+        clone.get::<String>("k").await.unwrap().as_deref(),
+        Some("v")
+    );
+    assert_eq!(other.invalidate([dep::tag("t")]).await.unwrap(), 1);
+    assert_eq!(h.cache.get::<String>("k").await.unwrap(), None);
+    // Counters are per cache value, shared by its clones.
+    assert_eq!(clone.stats().hits, 1);
+}
+
+backend_tests!(
+    put_get_has_delete,
+    values_of_every_kind,
+    wrong_type_is_an_error_not_a_panic,
+    zero_ttl_is_an_error,
+    entries_expire,
+    arbitrary_utf8_keys_and_deps,
+    large_values,
+    clones_and_other_clients_share_entries,
+);
