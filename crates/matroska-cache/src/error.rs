@@ -112,6 +112,16 @@ pub enum Error {
     )]
     EvictionPolicyUnknown(#[source] redis::RedisError),
 
+    /// The Redis server is older than 7.0, which this backend needs (script flags let an
+    /// invalidation run even on a full server).
+    ///
+    /// Upgrade Redis (or use a compatible server such as Valkey 7.2+).
+    #[error("Redis {version} is too old: matroska-cache needs Redis 7.0 or newer")]
+    UnsupportedServer {
+        /// The version the server reported.
+        version: String,
+    },
+
     /// Redis failed, refused the command, or could not be reached in time.
     ///
     /// Transient faults (connection loss, a restart) clear by themselves: the connection

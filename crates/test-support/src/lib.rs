@@ -62,10 +62,9 @@ impl RedisServerBuilder {
                 return server;
             }
         }
-        panic!(
-            "redis-server did not start; see its log in {}",
-            server.dir.path().display()
-        );
+        let log = std::fs::read_to_string(server.dir.path().join("redis.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(5).collect();
+        panic!("redis-server did not start; the end of its log: {tail:#?}");
     }
 }
 
@@ -76,6 +75,19 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     settings: RedisServerBuilder,
+}
+
+/// Percent-encodes everything but ASCII letters and digits, for the user-info part of a URL.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 fn free_port() -> u16 {
@@ -101,11 +113,14 @@ impl RedisServer {
         self.port
     }
 
-    /// `redis://[user:password@]127.0.0.1:<port>/`, with the configured credentials.
+    /// `redis://[user:password@]127.0.0.1:<port>/`, with the configured credentials
+    /// (percent-encoded).
     pub fn url(&self) -> String {
         match (&self.settings.user, &self.settings.password) {
-            (Some((user, pass)), _) => format!("redis://{user}:{pass}@127.0.0.1:{}/", self.port),
-            (None, Some(pass)) => format!("redis://:{pass}@127.0.0.1:{}/", self.port),
+            (Some((user, pass)), _) => {
+                format!("redis://{}:{}@127.0.0.1:{}/", encode(user), encode(pass), self.port)
+            }
+            (None, Some(pass)) => format!("redis://:{}@127.0.0.1:{}/", encode(pass), self.port),
             (None, None) => format!("redis://127.0.0.1:{}/", self.port),
         }
     }
@@ -154,8 +169,10 @@ impl RedisServer {
             command.args(["--requirepass", pass]);
         }
         if let Some((user, pass)) = &self.settings.user {
-            command.args(["--user", &format!("{user} on >{pass} ~* &* +@all")]);
-            command.args(["--user", "default off"]);
+            // Each word its own argument: redis-server joins them into one config line.
+            let secret = format!(">{pass}");
+            command.args(["--user", user, "on", &secret, "~*", "&*", "+@all"]);
+            command.args(["--user", "default", "off"]);
         }
         command.args(&self.settings.args);
         command.stdout(Stdio::null()).stderr(Stdio::null());

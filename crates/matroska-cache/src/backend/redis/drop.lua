@@ -1,3 +1,5 @@
+#!lua flags=allow-oom
+-- allow-oom: it only frees memory.
 -- Drops a batch of entries found in dependency indexes, atomically.
 --
 -- KEYS[1..n]   the index hashes the members come from (n = ARGV[1])

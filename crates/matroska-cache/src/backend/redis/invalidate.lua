@@ -1,3 +1,6 @@
+#!lua flags=allow-oom
+-- allow-oom: invalidation must work on a full `noeviction` server, or stale entries could
+-- never be dropped; it frees memory and grows only the counter.
 -- Starts an invalidation: takes a mark from the generation counter and, when the indexes are
 -- small, their whole contents in the same atomic step.
 --

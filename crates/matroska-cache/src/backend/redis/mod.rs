@@ -166,6 +166,7 @@ impl RedisBackendBuilder {
             timeout: self.timeout,
             batch_size: self.batch_size,
         };
+        backend.check_version().await?;
         if self.check_eviction_policy {
             backend.check_eviction_policy().await?;
         }
@@ -196,6 +197,24 @@ impl RedisBackend {
             Ok(result) => Ok(result?),
             Err(_) => Err(Error::Timeout(self.timeout)),
         }
+    }
+
+    async fn check_version(&self) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let info: String = self
+            .round_trip(redis::cmd("INFO").arg("server").query_async(&mut conn))
+            .await?;
+        let version = info
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .unwrap_or("unknown")
+            .trim()
+            .to_owned();
+        let major: u32 = version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
+        if major < 7 {
+            return Err(Error::UnsupportedServer { version });
+        }
+        Ok(())
     }
 
     async fn check_eviction_policy(&self) -> Result<()> {

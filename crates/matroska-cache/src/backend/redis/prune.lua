@@ -1,3 +1,5 @@
+#!lua flags=allow-oom
+-- allow-oom: it only frees memory.
 -- Removes index members whose entry is gone or holds another generation (expired, evicted,
 -- deleted, replaced or invalidated through another dependency).
 --
