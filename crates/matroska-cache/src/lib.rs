@@ -2,15 +2,15 @@
 //!
 //! # Layout
 //!
-//! - [`cache`]: [`MatroskaCache`], the front door: encodes values, dedupes dependencies,
-//!   counts, logs.
-//! - [`dep`]: [`Dep`] and one file per kind of dependency (`id`, `tag`/`ntag`, `pk`), with
-//!   their collision-free text form.
-//! - [`codec`]: how values are stored (strings as they are, the rest as JSON).
-//! - [`backend`]: the [`Backend`] trait; [`backend::memory`] (moka plus a dependency index)
-//!   and [`backend::redis`] (hashes, Lua scripts beside the code that runs them).
-//! - [`stats`]: counters.
-//! - [`error`]: the one error type.
+//! - [`cache`] holds [`MatroskaCache`], the front door: it encodes values, dedupes
+//!   dependencies, counts and logs.
+//! - [`dep`] holds [`Dep`] and one file per kind of dependency (`id`, `tag`/`ntag`, `pk`),
+//!   with their collision-free text form.
+//! - [`codec`] says how values are stored (strings as they are, the rest as JSON).
+//! - [`backend`] holds the [`Backend`] trait, [`backend::memory`] (moka plus a dependency
+//!   index) and [`backend::redis`] (hashes, with the Lua scripts beside the code that runs
+//!   them).
+//! - [`stats`] holds the counters, [`error`] the one error type.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backend;

@@ -13,21 +13,32 @@ const MINUTE: Duration = Duration::from_secs(60);
 
 /// Guards against hangs: an operation that should fail or succeed promptly gets this long.
 async fn promptly<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(20), f).await.expect("hung instead of answering")
+    tokio::time::timeout(Duration::from_secs(20), f)
+        .await
+        .expect("hung instead of answering")
 }
 
 #[tokio::test]
 async fn acl_user_and_password_urls_work_and_bad_ones_fail_promptly() {
     let acl = RedisServer::builder().acl_user("app", "s3cret:/@").start();
-    let url = format!("redis://app:{}@127.0.0.1:{}/", "s3cret%3A%2F%40", acl.port());
+    let url = format!(
+        "redis://app:{}@127.0.0.1:{}/",
+        "s3cret%3A%2F%40",
+        acl.port()
+    );
     let cache = MatroskaCache::redis(&url, "p").await.unwrap();
     cache.put("k", "v", [dep::tag("t")], MINUTE).await.unwrap();
     assert_eq!(cache.invalidate([dep::tag("t")]).await.unwrap(), 1);
 
     let wrong = format!("redis://app:nope@127.0.0.1:{}/", acl.port());
-    let err = promptly(MatroskaCache::redis(&wrong, "p")).await.unwrap_err();
+    let err = promptly(MatroskaCache::redis(&wrong, "p"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Redis(_)), "{err}");
-    assert!(!err.to_string().contains("nope"), "the password leaked into {err}");
+    assert!(
+        !err.to_string().contains("nope"),
+        "the password leaked into {err}"
+    );
 
     let pass = RedisServer::builder().password("pw").start();
     let cache = MatroskaCache::redis(&pass.url(), "p").await.unwrap();
@@ -38,31 +49,52 @@ async fn acl_user_and_password_urls_work_and_bad_ones_fail_promptly() {
 
 #[tokio::test]
 async fn malformed_url_unreachable_server_and_empty_prefix_are_clear_errors() {
-    for url in ["", "not a url", "http://127.0.0.1/", "redis://127.0.0.1:99999/"] {
+    for url in [
+        "",
+        "not a url",
+        "http://127.0.0.1/",
+        "redis://127.0.0.1:99999/",
+    ] {
         let err = promptly(MatroskaCache::redis(url, "p")).await.unwrap_err();
         assert!(matches!(err, Error::InvalidUrl(_)), "{url:?}: {err}");
     }
     // A port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let err = promptly(MatroskaCache::redis(&format!("redis://127.0.0.1:{port}/"), "p"))
-        .await
-        .unwrap_err();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = promptly(MatroskaCache::redis(
+        &format!("redis://127.0.0.1:{port}/"),
+        "p",
+    ))
+    .await
+    .unwrap_err();
     assert!(matches!(err, Error::Redis(_) | Error::Timeout(_)), "{err}");
 
     let server = RedisServer::start();
     let err = MatroskaCache::redis(&server.url(), "").await.unwrap_err();
     assert!(matches!(err, Error::EmptyPrefix), "{err}");
-    let err = RedisBackend::builder(&server.url(), "p").batch_size(0).build().await.unwrap_err();
+    let err = RedisBackend::builder(&server.url(), "p")
+        .batch_size(0)
+        .build()
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
 }
 
 #[tokio::test]
 async fn allkeys_eviction_policies_are_refused_with_the_fix() {
     for policy in ["allkeys-lru", "allkeys-lfu", "allkeys-random"] {
-        let server = RedisServer::builder().config("maxmemory-policy", policy).start();
+        let server = RedisServer::builder()
+            .config("maxmemory-policy", policy)
+            .start();
         let err = MatroskaCache::redis(&server.url(), "p").await.unwrap_err();
         assert!(matches!(err, Error::UnsafeEvictionPolicy { .. }), "{err}");
-        assert!(err.to_string().contains("volatile-lru"), "the message names the fix: {err}");
+        assert!(
+            err.to_string().contains("volatile-lru"),
+            "the message names the fix: {err}"
+        );
         // Whoever checked the policy by other means can skip the check.
         RedisBackend::builder(&server.url(), "p")
             .assume_safe_eviction_policy()
@@ -70,8 +102,16 @@ async fn allkeys_eviction_policies_are_refused_with_the_fix() {
             .await
             .unwrap();
     }
-    for policy in ["noeviction", "volatile-lru", "volatile-lfu", "volatile-ttl", "volatile-random"] {
-        let server = RedisServer::builder().config("maxmemory-policy", policy).start();
+    for policy in [
+        "noeviction",
+        "volatile-lru",
+        "volatile-lfu",
+        "volatile-ttl",
+        "volatile-random",
+    ] {
+        let server = RedisServer::builder()
+            .config("maxmemory-policy", policy)
+            .start();
         MatroskaCache::redis(&server.url(), "p").await.unwrap();
     }
 }
@@ -88,7 +128,10 @@ async fn a_user_without_config_rights_gets_an_error_naming_the_fix() {
         .unwrap();
     let err = MatroskaCache::redis(&server.url(), "p").await.unwrap_err();
     assert!(matches!(err, Error::EvictionPolicyUnknown(_)), "{err}");
-    assert!(err.to_string().contains("assume_safe_eviction_policy"), "{err}");
+    assert!(
+        err.to_string().contains("assume_safe_eviction_policy"),
+        "{err}"
+    );
 }
 
 /// Under a volatile policy and memory pressure Redis evicts entries, never an index, so no
@@ -103,8 +146,15 @@ async fn small_maxmemory_evicts_entries_but_never_an_index() {
     let value = "x".repeat(2_000);
     let n = 5_000u32; // about 10 MB of values into 4 MB
     for i in 0..n {
-        let deps = [dep::tag("all"), dep::id("item", i), dep::tag(&format!("g{}", i % 7))];
-        cache.put(&format!("k{i}"), &value, deps, MINUTE).await.unwrap();
+        let deps = [
+            dep::tag("all"),
+            dep::id("item", i),
+            dep::tag(&format!("g{}", i % 7)),
+        ];
+        cache
+            .put(&format!("k{i}"), &value, deps, MINUTE)
+            .await
+            .unwrap();
     }
     let mut conn = server.connection();
     let evicted: u64 = {
@@ -129,13 +179,19 @@ async fn small_maxmemory_evicts_entries_but_never_an_index() {
     for entry in &live {
         let key = entry.strip_prefix("{p}:d:").unwrap();
         let generation: Option<String> = conn.hget(entry, "g").unwrap();
-        let Some(generation) = generation else { continue }; // evicted meanwhile
+        let Some(generation) = generation else {
+            continue;
+        }; // evicted meanwhile
         let member: Option<String> = conn.hget("{p}:r:tag:all", key).unwrap();
         assert_eq!(member, Some(generation), "{entry} is not indexed");
     }
     // ...so invalidation drops all of them (Redis may evict a few more meanwhile).
     let dropped = cache.invalidate([dep::tag("all")]).await.unwrap();
-    assert!(dropped > 0 && dropped <= live.len() as u64, "{dropped} of {}", live.len());
+    assert!(
+        dropped > 0 && dropped <= live.len() as u64,
+        "{dropped} of {}",
+        live.len()
+    );
     let left: Vec<String> = conn.keys("{p}:d:*").unwrap();
     assert!(left.is_empty(), "{} entries survived", left.len());
 }
@@ -152,7 +208,10 @@ async fn a_full_noeviction_server_fails_puts_cleanly() {
     let value = "x".repeat(10_000);
     let mut failed = None;
     for i in 0..2_000u32 {
-        if let Err(e) = cache.put(&format!("k{i}"), &value, [dep::tag("all")], MINUTE).await {
+        if let Err(e) = cache
+            .put(&format!("k{i}"), &value, [dep::tag("all")], MINUTE)
+            .await
+        {
             failed = Some((i, e));
             break;
         }
@@ -163,8 +222,14 @@ async fn a_full_noeviction_server_fails_puts_cleanly() {
     assert!(!cache.has(&format!("k{i}")).await.unwrap());
     // Invalidation still works on the full server (it frees memory), and every stored entry
     // was in the index.
-    assert_eq!(cache.invalidate([dep::tag("all")]).await.unwrap(), u64::from(i));
-    cache.put("after", &value, [dep::tag("all")], MINUTE).await.unwrap();
+    assert_eq!(
+        cache.invalidate([dep::tag("all")]).await.unwrap(),
+        u64::from(i)
+    );
+    cache
+        .put("after", &value, [dep::tag("all")], MINUTE)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -194,12 +259,22 @@ async fn connection_loss_fails_promptly_and_recovers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(recovered, "the connection did not come back");
-    cache.put("k", "again", [dep::tag("t")], MINUTE).await.unwrap();
+    cache
+        .put("k", "again", [dep::tag("t")], MINUTE)
+        .await
+        .unwrap();
     assert_eq!(cache.invalidate([dep::tag("t")]).await.unwrap(), 1);
 
     // A killed client connection: at most the next call fails, then it reconnects.
     let mut admin = server.connection();
-    let _: u64 = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal").arg("SKIPME").arg("yes").query(&mut admin).unwrap();
+    let _: u64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query(&mut admin)
+        .unwrap();
     let _ = cache.has("k").await;
     let mut ok = false;
     for _ in 0..100 {
@@ -210,7 +285,10 @@ async fn connection_loss_fails_promptly_and_recovers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ok, "no recovery after CLIENT KILL");
-    assert_eq!(cache.get::<String>("k").await.unwrap().as_deref(), Some("3"));
+    assert_eq!(
+        cache.get::<String>("k").await.unwrap().as_deref(),
+        Some("3")
+    );
 }
 
 #[tokio::test]
@@ -225,23 +303,37 @@ async fn prefixes_isolate_tenants_completely() {
     let keys = ["k", "data::k", "d:k", ":d:k", "}:d:k", "r:tag:t"];
     for (t, cache) in caches.iter().enumerate() {
         for key in keys {
-            cache.put(key, &t, [dep::tag("t"), dep::tag(key)], MINUTE).await.unwrap();
+            cache
+                .put(key, &t, [dep::tag("t"), dep::tag(key)], MINUTE)
+                .await
+                .unwrap();
         }
     }
     for (t, cache) in caches.iter().enumerate() {
         for key in keys {
-            assert_eq!(cache.get::<usize>(key).await.unwrap(), Some(t), "{:?} {key:?}", prefixes[t]);
+            assert_eq!(
+                cache.get::<usize>(key).await.unwrap(),
+                Some(t),
+                "{:?} {key:?}",
+                prefixes[t]
+            );
         }
     }
     // One tenant invalidates and deletes everything it has; the others keep theirs.
-    assert_eq!(caches[0].invalidate([dep::tag("t")]).await.unwrap(), keys.len() as u64);
+    assert_eq!(
+        caches[0].invalidate([dep::tag("t")]).await.unwrap(),
+        keys.len() as u64
+    );
     for cache in &caches[1..] {
         for key in keys {
             assert!(cache.has(key).await.unwrap());
         }
         assert!(!caches[0].delete("k").await.unwrap());
     }
-    assert_eq!(caches[1].invalidate([dep::tag("t")]).await.unwrap(), keys.len() as u64);
+    assert_eq!(
+        caches[1].invalidate([dep::tag("t")]).await.unwrap(),
+        keys.len() as u64
+    );
     assert!(caches[2].has("k").await.unwrap());
 }
 
@@ -250,8 +342,19 @@ async fn prefixes_isolate_tenants_completely() {
 async fn storage_layout_is_readable() {
     let server = RedisServer::start();
     let cache = MatroskaCache::redis(&server.url(), "cache").await.unwrap();
-    cache.put("greeting", "hello", [dep::id("article", 1)], MINUTE).await.unwrap();
-    cache.put("list", &[1, 2], [dep::id("article", 1), dep::tag("home")], MINUTE).await.unwrap();
+    cache
+        .put("greeting", "hello", [dep::id("article", 1)], MINUTE)
+        .await
+        .unwrap();
+    cache
+        .put(
+            "list",
+            &[1, 2],
+            [dep::id("article", 1), dep::tag("home")],
+            MINUTE,
+        )
+        .await
+        .unwrap();
     let mut conn = server.connection();
     let v: String = conn.hget("{cache}:d:greeting", "v").unwrap();
     let f: String = conn.hget("{cache}:d:greeting", "f").unwrap();
@@ -296,12 +399,20 @@ async fn every_entry_is_indexed_under_its_generation() {
     let entries: Vec<String> = conn.keys("{p}:d:*").unwrap();
     assert!(!entries.is_empty());
     for entry in entries {
-        let (generation, deps): (String, String) =
-            redis::cmd("HMGET").arg(&entry).arg("g").arg("d").query(&mut conn).unwrap();
+        let (generation, deps): (String, String) = redis::cmd("HMGET")
+            .arg(&entry)
+            .arg("g")
+            .arg("d")
+            .query(&mut conn)
+            .unwrap();
         let key = entry.strip_prefix("{p}:d:").unwrap();
         for dep in serde_json::from_str::<Vec<String>>(&deps).unwrap() {
             let member: Option<String> = conn.hget(format!("{{p}}:r:{dep}"), key).unwrap();
-            assert_eq!(member.as_deref(), Some(generation.as_str()), "{entry} under {dep}");
+            assert_eq!(
+                member.as_deref(),
+                Some(generation.as_str()),
+                "{entry} under {dep}"
+            );
         }
     }
 }

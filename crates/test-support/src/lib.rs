@@ -118,7 +118,12 @@ impl RedisServer {
     pub fn url(&self) -> String {
         match (&self.settings.user, &self.settings.password) {
             (Some((user, pass)), _) => {
-                format!("redis://{}:{}@127.0.0.1:{}/", encode(user), encode(pass), self.port)
+                format!(
+                    "redis://{}:{}@127.0.0.1:{}/",
+                    encode(user),
+                    encode(pass),
+                    self.port
+                )
             }
             (None, Some(pass)) => format!("redis://:{}@127.0.0.1:{}/", encode(pass), self.port),
             (None, None) => format!("redis://127.0.0.1:{}/", self.port),

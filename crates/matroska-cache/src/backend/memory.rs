@@ -43,6 +43,9 @@ const ENTRY_OVERHEAD: u64 = 96;
 /// `dep -> key -> generation`.
 type Index = DashMap<Dep, HashMap<Arc<str>, u64>>;
 
+/// `(key, generation)` pairs copied out of one index.
+type Members = Vec<(Arc<str>, u64)>;
+
 struct Entry {
     generation: u64,
     value: Encoded,
@@ -280,7 +283,7 @@ impl Backend for MemoryBackend {
             // Members are copied, not taken: a concurrent invalidation of the same dependency
             // must still find them until their entries are gone, or it could return while an
             // entry it should drop is still readable.
-            let members: Vec<(Arc<str>, u64)> = match self.index.get(dep) {
+            let members: Members = match self.index.get(dep) {
                 Some(members) => members
                     .iter()
                     .filter(|(_, g)| **g < mark)
@@ -306,7 +309,7 @@ impl Backend for MemoryBackend {
 
     async fn prune(&self) -> Result<PruneReport> {
         self.entries.run_pending_tasks();
-        let snapshot: Vec<(Dep, Vec<(Arc<str>, u64)>)> = self
+        let snapshot: Vec<(Dep, Members)> = self
             .index
             .iter()
             .map(|m| {

@@ -1,7 +1,7 @@
 //! The Redis backend: entries and their dependency indexes in a Redis server shared by every
 //! process.
 //!
-//! Key layout: see [`keys`](self::keys) (private) and the crate README. In short, each entry
+//! Key layout: see the crate README and the private `keys` module. In short, each entry
 //! is one hash with a TTL, each dependency one index hash `cache key -> generation` without a
 //! TTL, and every key of a prefix shares the prefix as its Redis Cluster hash tag.
 //!
@@ -210,7 +210,11 @@ impl RedisBackend {
             .unwrap_or("unknown")
             .trim()
             .to_owned();
-        let major: u32 = version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
+        let major: u32 = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
         if major < 7 {
             return Err(Error::UnsupportedServer { version });
         }
