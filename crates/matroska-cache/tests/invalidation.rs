@@ -353,7 +353,24 @@ async fn prune_leaves_only_live_members(h: Harness) {
     assert_eq!(c.invalidate([dep::tag("replaced")]).await.unwrap(), 100);
 }
 
+/// Hostile sizes: thousands of dependencies on one entry and in one invalidation.
+async fn many_dependencies_per_entry_and_per_call(h: Harness) {
+    let c = &h.cache;
+    let deps: Vec<Dep> = (0..5_000).map(|i| dep::id("part", i)).collect();
+    c.put("assembly", &1, deps.clone(), MINUTE).await.unwrap();
+    c.put("other", &2, [dep::id("part", 4_999)], MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(c.deps("assembly").await.unwrap().unwrap().len(), 5_000);
+    assert_eq!(c.invalidate([dep::id("part", 1_234)]).await.unwrap(), 1);
+    assert!(c.has("other").await.unwrap());
+    c.put("assembly", &1, deps.clone(), MINUTE).await.unwrap();
+    assert_eq!(c.invalidate(deps).await.unwrap(), 2);
+    assert!(!c.has("assembly").await.unwrap() && !c.has("other").await.unwrap());
+}
+
 backend_tests!(
+    many_dependencies_per_entry_and_per_call,
     original_plain_dependencies,
     original_collection_dependencies,
     put_replaces_dependencies,

@@ -22,9 +22,29 @@ pub struct RedisServerBuilder {
     password: Option<String>,
     user: Option<(String, String)>,
     args: Vec<String>,
+    tls: Option<Tls>,
+}
+
+/// PEM files for a TLS port.
+#[derive(Clone, Debug)]
+struct Tls {
+    cert: String,
+    key: String,
+    port: u16,
 }
 
 impl RedisServerBuilder {
+    /// Also listen for TLS on another port, with this server certificate and key (PEM).
+    /// Clients are not asked for certificates.
+    pub fn tls(mut self, cert_pem: &str, key_pem: &str) -> Self {
+        self.tls = Some(Tls {
+            cert: cert_pem.to_owned(),
+            key: key_pem.to_owned(),
+            port: 0,
+        });
+        self
+    }
+
     /// Require this password (`requirepass`) for the default user.
     pub fn password(mut self, password: &str) -> Self {
         self.password = Some(password.to_owned());
@@ -58,6 +78,9 @@ impl RedisServerBuilder {
         };
         for _ in 0..5 {
             server.port = free_port();
+            if let Some(tls) = &mut server.settings.tls {
+                tls.port = free_port();
+            }
             if server.spawn() {
                 return server;
             }
@@ -130,6 +153,12 @@ impl RedisServer {
         }
     }
 
+    /// `rediss://127.0.0.1:<tls port>/`, if the server was built with [`RedisServerBuilder::tls`].
+    pub fn tls_url(&self) -> Option<String> {
+        let tls = self.settings.tls.as_ref()?;
+        Some(format!("rediss://127.0.0.1:{}/", tls.port))
+    }
+
     /// A blocking connection for test assertions.
     pub fn connection(&self) -> redis::Connection {
         redis::Client::open(self.url())
@@ -178,6 +207,21 @@ impl RedisServer {
             let secret = format!(">{pass}");
             command.args(["--user", user, "on", &secret, "~*", "&*", "+@all"]);
             command.args(["--user", "default", "off"]);
+        }
+        if let Some(tls) = &self.settings.tls {
+            let (cert, key) = (
+                self.dir.path().join("cert.pem"),
+                self.dir.path().join("key.pem"),
+            );
+            std::fs::write(&cert, &tls.cert).expect("write the TLS certificate");
+            std::fs::write(&key, &tls.key).expect("write the TLS key");
+            command.arg("--tls-port").arg(tls.port.to_string());
+            command
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key);
+            command.args(["--tls-auth-clients", "no"]);
         }
         command.args(&self.settings.args);
         command.stdout(Stdio::null()).stderr(Stdio::null());

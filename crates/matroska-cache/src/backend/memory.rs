@@ -37,6 +37,9 @@ use crate::error::{Error, Result};
 /// The default bound: 128 MiB of keys, values and dependency texts.
 pub const DEFAULT_MAX_WEIGHT: u64 = 128 * 1024 * 1024;
 
+/// How many entries an invalidation drops between two yields to the executor.
+const YIELD_EVERY: usize = 1_000;
+
 /// Bytes counted per entry on top of its key, value and dependencies.
 const ENTRY_OVERHEAD: u64 = 96;
 
@@ -291,9 +294,15 @@ impl Backend for MemoryBackend {
                     .collect(),
                 None => continue,
             };
-            for (key, generation) in members {
+            for (n, (key, generation)) in members.into_iter().enumerate() {
                 if self.remove_generation(&key, generation) {
                     dropped += 1;
+                }
+                if n % YIELD_EVERY == YIELD_EVERY - 1 {
+                    // A large fan-out must not hold the executor thread for long. If the
+                    // caller drops the future here, the members not yet visited are still in
+                    // the index and a new call drops them, as with Redis.
+                    tokio::task::yield_now().await;
                 }
                 // The listener will do the same for every dependency of the entry; doing it
                 // here for this one keeps the index small without waiting for housekeeping.

@@ -102,9 +102,44 @@ pub struct RedisBackendBuilder {
     connect_timeout: Duration,
     batch_size: usize,
     check_eviction_policy: bool,
+    #[cfg(feature = "tls")]
+    tls_root_certificate: Option<Vec<u8>>,
 }
 
 impl RedisBackendBuilder {
+    /// Trust this root certificate (PEM) for `rediss://` connections instead of the
+    /// platform's roots: for servers with a private certificate authority.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_certificate = Some(pem.into());
+        self
+    }
+
+    #[cfg(feature = "tls")]
+    fn client(&self) -> redis::RedisResult<redis::Client> {
+        // rustls needs one process-wide crypto provider; install ring's unless the
+        // application chose one already (a lost race with another installer is fine).
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        match &self.tls_root_certificate {
+            Some(pem) => redis::Client::build_with_tls(
+                self.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => redis::Client::open(self.url.as_str()),
+        }
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn client(&self) -> redis::RedisResult<redis::Client> {
+        redis::Client::open(self.url.as_str())
+    }
+
     /// How long one round trip may take before it fails with [`Error::Timeout`]
     /// (default [`DEFAULT_TIMEOUT`]). A long invalidation is many round trips, each bounded.
     pub fn timeout(mut self, timeout: Duration) -> Self {
@@ -147,7 +182,7 @@ impl RedisBackendBuilder {
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(Error::InvalidConfig("timeouts must be above zero"));
         }
-        let client = redis::Client::open(self.url.as_str()).map_err(Error::InvalidUrl)?;
+        let client = self.client().map_err(Error::InvalidUrl)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.timeout))
@@ -185,6 +220,8 @@ impl RedisBackend {
             connect_timeout: Duration::from_secs(2),
             batch_size: DEFAULT_BATCH_SIZE,
             check_eviction_policy: true,
+            #[cfg(feature = "tls")]
+            tls_root_certificate: None,
         }
     }
 

@@ -1,0 +1,49 @@
+//! `rediss://` against a real redis-server with a TLS port and a private certificate authority.
+#![cfg(feature = "tls")]
+
+use std::time::Duration;
+
+use matroska_cache::{dep, Error, MatroskaCache, RedisBackend};
+use matroska_test_support::RedisServer;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+
+/// A CA certificate (PEM) and a server certificate and key for 127.0.0.1 signed by it.
+fn certificates() -> (String, String, String) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let params =
+        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    let server_cert = params.signed_by(&server_key, &issuer).unwrap();
+    (ca_cert.pem(), server_cert.pem(), server_key.serialize_pem())
+}
+
+#[tokio::test]
+async fn rediss_urls_work_with_a_trusted_root() {
+    let (ca, cert, key) = certificates();
+    let server = RedisServer::builder().tls(&cert, &key).start();
+    let url = server.tls_url().unwrap();
+
+    let backend = RedisBackend::builder(&url, "p")
+        .tls_root_certificate(ca)
+        .build()
+        .await
+        .unwrap();
+    let cache = MatroskaCache::new(backend);
+    cache
+        .put("k", "over TLS", [dep::tag("t")], Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        cache.get::<String>("k").await.unwrap().as_deref(),
+        Some("over TLS")
+    );
+    assert_eq!(cache.invalidate([dep::tag("t")]).await.unwrap(), 1);
+
+    // Without the private root the server's certificate is not trusted: a clear error.
+    let err = MatroskaCache::redis(&url, "p").await.unwrap_err();
+    assert!(matches!(err, Error::Redis(_) | Error::Timeout(_)), "{err}");
+}
