@@ -416,3 +416,64 @@ async fn every_entry_is_indexed_under_its_generation() {
         }
     }
 }
+
+/// The background prune reclaims garbage without anyone calling `prune`, and stops with the
+/// last clone of the backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_prune_reclaims_garbage() {
+    let server = RedisServer::start();
+    let backend = RedisBackend::builder(&server.url(), "p")
+        .auto_prune(Some(Duration::from_millis(200)))
+        .build()
+        .await
+        .unwrap();
+    let cache = MatroskaCache::new(backend);
+    for i in 0..300u32 {
+        cache
+            .put(
+                &format!("k{i}"),
+                &i,
+                [dep::tag("all"), dep::id("i", i)],
+                MINUTE,
+            )
+            .await
+            .unwrap();
+    }
+    for i in 0..200u32 {
+        cache.delete(&format!("k{i}")).await.unwrap();
+    }
+    let mut conn = server.connection();
+    let members = |conn: &mut redis::Connection| -> u64 {
+        let keys: Vec<String> = conn.keys("{p}:r:*").unwrap();
+        keys.iter().map(|k| conn.hlen::<_, u64>(k).unwrap()).sum()
+    };
+    assert_eq!(members(&mut conn), 600);
+    let mut reclaimed = false;
+    for _ in 0..100 {
+        if members(&mut conn) == 200 {
+            reclaimed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reclaimed, "{} members left", members(&mut conn));
+    // While it runs, it takes the lock (with the interval as TTL) every interval.
+    let mut locked = false;
+    for _ in 0..50 {
+        if conn.exists("{p}:p").unwrap() {
+            locked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(locked);
+    // With the cache gone the task stops: the lock is never taken again.
+    drop(cache);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _: () = conn.del("{p}:p").unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        !conn.exists::<_, bool>("{p}:p").unwrap(),
+        "the pruner outlived the cache"
+    );
+}

@@ -4,6 +4,7 @@
 //! {<prefix>}:d:<key>     hash: the entry  v = value, f = format tag, g = generation, d = deps (JSON)
 //! {<prefix>}:r:<dep>     hash: the reverse index of one dependency  <key> = generation
 //! {<prefix>}:s           string: the prefix's generation counter
+//! {<prefix>}:p           string: held (with a TTL) by the process running the periodic prune
 //! ```
 //!
 //! The prefix is the Redis Cluster hash tag, so every key of one cache lives in one slot and a
@@ -65,6 +66,11 @@ impl KeySpace {
     /// The generation counter.
     pub(crate) fn sequence(&self) -> String {
         format!("{}:s", self.tag)
+    }
+
+    /// The lock that lets one process at a time run the periodic prune.
+    pub(crate) fn prune_lock(&self) -> String {
+        format!("{}:p", self.tag)
     }
 
     /// A `SCAN MATCH` pattern for the keys of one type (`"d"`, `"r"`).

@@ -29,17 +29,18 @@
 //! invalidated through another dependency are left in the index at first (removing them
 //! eagerly would cost a read before every write). Invalidation removes the members it visits,
 //! and [`prune`](crate::MatroskaCache::prune) walks every index in bounded batches and removes
-//! the rest, so after a prune the index holds only live entries.
+//! the rest, so after a prune the index holds only live entries. A background task prunes
+//! every ten minutes by default ([`RedisBackendBuilder::auto_prune`]).
 
 mod keys;
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
-use tracing::debug;
+use tracing::{debug, warn};
 
 pub(crate) use keys::KeySpace;
 
@@ -55,6 +56,8 @@ static PRUNE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("prun
 
 /// The default time one round trip may take before it fails with [`Error::Timeout`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The default interval of the background prune.
+pub const DEFAULT_AUTO_PRUNE: Duration = Duration::from_secs(600);
 /// The default number of members an invalidation or prune handles per atomic batch.
 pub const DEFAULT_BATCH_SIZE: usize = 1_000;
 
@@ -76,6 +79,8 @@ pub const DEFAULT_BATCH_SIZE: usize = 1_000;
 /// ```
 #[derive(Clone)]
 pub struct RedisBackend {
+    /// Dropped with the last clone; the background pruner stops when it is gone.
+    alive: Arc<()>,
     conn: ConnectionManager,
     keys: KeySpace,
     timeout: Duration,
@@ -102,6 +107,7 @@ pub struct RedisBackendBuilder {
     connect_timeout: Duration,
     batch_size: usize,
     check_eviction_policy: bool,
+    auto_prune: Option<Duration>,
     #[cfg(feature = "tls")]
     tls_root_certificate: Option<Vec<u8>>,
 }
@@ -160,6 +166,17 @@ impl RedisBackendBuilder {
         self
     }
 
+    /// How often a background task prunes the dependency index (default
+    /// [`DEFAULT_AUTO_PRUNE`]), or `None` for never (then call
+    /// [`MatroskaCache::prune`](crate::MatroskaCache::prune) yourself, or run `matroska prune`).
+    ///
+    /// Of all processes sharing the prefix, one at a time prunes (a lock key in Redis with the
+    /// interval as its TTL). The task ends when the last clone of the backend is dropped.
+    pub fn auto_prune(mut self, every: Option<Duration>) -> Self {
+        self.auto_prune = every;
+        self
+    }
+
     /// Skip reading `maxmemory-policy` at connect, for servers that deny `CONFIG GET`.
     ///
     /// Only call this if you know the policy is `noeviction` or `volatile-*`: under an
@@ -196,6 +213,7 @@ impl RedisBackendBuilder {
             .await
             .map_err(|_| Error::Timeout(limit))??;
         let backend = RedisBackend {
+            alive: Arc::new(()),
             conn,
             keys,
             timeout: self.timeout,
@@ -204,6 +222,15 @@ impl RedisBackendBuilder {
         backend.check_version().await?;
         if self.check_eviction_policy {
             backend.check_eviction_policy().await?;
+        }
+        match self.auto_prune {
+            Some(every) if every.is_zero() => {
+                return Err(Error::InvalidConfig(
+                    "the auto-prune interval must be above zero",
+                ))
+            }
+            Some(every) => backend.spawn_pruner(every),
+            None => {}
         }
         Ok(backend)
     }
@@ -220,6 +247,7 @@ impl RedisBackend {
             connect_timeout: Duration::from_secs(2),
             batch_size: DEFAULT_BATCH_SIZE,
             check_eviction_policy: true,
+            auto_prune: Some(DEFAULT_AUTO_PRUNE),
             #[cfg(feature = "tls")]
             tls_root_certificate: None,
         }
@@ -234,6 +262,46 @@ impl RedisBackend {
             Ok(result) => Ok(result?),
             Err(_) => Err(Error::Timeout(self.timeout)),
         }
+    }
+
+    /// Starts the background prune: every `every`, the process that takes the prune lock
+    /// walks the index once.
+    fn spawn_pruner(&self, every: Duration) {
+        let alive = Arc::downgrade(&self.alive);
+        // The task's own handle must not keep the backend "alive" itself.
+        let pruner = RedisBackend {
+            alive: Arc::new(()),
+            ..self.clone()
+        };
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await; // the first tick is immediate
+            loop {
+                ticker.tick().await;
+                if alive.upgrade().is_none() {
+                    break;
+                }
+                let mut conn = pruner.conn.clone();
+                let mut lock = redis::cmd("SET");
+                lock.arg(pruner.keys.prune_lock())
+                    .arg(std::process::id())
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(every.as_millis().max(1) as u64);
+                match pruner
+                    .round_trip(lock.query_async::<Option<String>>(&mut conn))
+                    .await
+                {
+                    Ok(Some(_)) => match Backend::prune(&pruner).await {
+                        Ok(report) => debug!(?report, "background prune"),
+                        Err(error) => warn!(%error, "background prune failed; retrying later"),
+                    },
+                    Ok(None) => debug!("another process holds the prune lock"),
+                    Err(error) => warn!(%error, "background prune could not take its lock"),
+                }
+            }
+        });
     }
 
     async fn check_version(&self) -> Result<()> {
