@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -29,7 +29,7 @@ use moka::ops::compute::{CompResult, Op};
 use moka::sync::Cache;
 use moka::Expiry;
 
-use super::{Backend, PruneReport};
+use super::{Backend, Fenced, PruneReport, Ticket, DEFAULT_MAX_TICKET_AGE};
 use crate::codec::Encoded;
 use crate::dep::Dep;
 use crate::error::{Error, Result};
@@ -48,6 +48,16 @@ type Index = DashMap<Dep, HashMap<Arc<str>, u64>>;
 
 /// `(key, generation)` pairs copied out of one index.
 type Members = Vec<(Arc<str>, u64)>;
+
+/// What fencing needs to know of a dependency's invalidations.
+struct Mark {
+    /// The generation at which the last invalidation of this dependency began or ended.
+    seq: u64,
+    /// Invalidations of this dependency running now.
+    running: u32,
+    /// When `seq` was last set, to forget marks no ticket can predate any more.
+    at: Instant,
+}
 
 struct Entry {
     generation: u64,
@@ -115,6 +125,15 @@ pub struct MemoryBackend {
     entries: Cache<Arc<str>, Arc<Entry>>,
     index: Arc<Index>,
     generation: Arc<AtomicU64>,
+    marks: Arc<DashMap<Dep, Mark>>,
+    /// Fenced puts hold it shared while they check marks and store; an invalidation holds it
+    /// exclusively while it sets its marks. So a fenced put either completes before the
+    /// invalidation's snapshot (and is dropped by it) or sees its marks (and stores nothing).
+    /// A std lock: it is never held across an `.await`.
+    fence: Arc<RwLock<()>>,
+    /// The zero of ticket times.
+    epoch: Instant,
+    max_ticket_age: Duration,
 }
 
 impl std::fmt::Debug for MemoryBackend {
@@ -138,6 +157,7 @@ enum Bound {
 #[must_use]
 pub struct MemoryBackendBuilder {
     bound: Bound,
+    max_ticket_age: Duration,
 }
 
 impl MemoryBackendBuilder {
@@ -151,6 +171,14 @@ impl MemoryBackendBuilder {
     /// overhead). The default is [`DEFAULT_MAX_WEIGHT`].
     pub fn max_weight(mut self, bytes: u64) -> Self {
         self.bound = Bound::Weight(bytes);
+        self
+    }
+
+    /// How old a ticket may be when its fenced put runs (default
+    /// [`DEFAULT_MAX_TICKET_AGE`](super::DEFAULT_MAX_TICKET_AGE)): a longer computation is
+    /// not cached.
+    pub fn max_ticket_age(mut self, age: Duration) -> Self {
+        self.max_ticket_age = age;
         self
     }
 
@@ -181,7 +209,11 @@ impl MemoryBackendBuilder {
         Ok(MemoryBackend {
             entries,
             index,
-            generation: Arc::new(AtomicU64::new(1)),
+            generation: Arc::new(AtomicU64::new(0)),
+            marks: Arc::default(),
+            fence: Arc::default(),
+            epoch: Instant::now(),
+            max_ticket_age: self.max_ticket_age,
         })
     }
 }
@@ -199,6 +231,7 @@ impl MemoryBackend {
     pub fn builder() -> MemoryBackendBuilder {
         MemoryBackendBuilder {
             bound: Bound::Weight(DEFAULT_MAX_WEIGHT),
+            max_ticket_age: DEFAULT_MAX_TICKET_AGE,
         }
     }
 
@@ -215,8 +248,52 @@ impl MemoryBackend {
         (self.index.len() as u64, members)
     }
 
+    /// A new generation: larger than every earlier one (like Redis's `INCR`).
     fn next_generation(&self) -> u64 {
-        self.generation.fetch_add(1, Ordering::Relaxed)
+        self.generation.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Stores an entry (the common part of `put` and `put_fenced`).
+    fn store(&self, key: &str, value: Encoded, deps: &[Dep], ttl: Duration) {
+        let generation = self.next_generation();
+        let key: Arc<str> = Arc::from(key);
+        let entry = Arc::new(Entry {
+            generation,
+            value,
+            deps: deps.into(),
+            ttl,
+        });
+        // The index members are written inside moka's per-key critical section, just before
+        // the entry: puts of one key are serialized, so the members of the entry that ends up
+        // stored are never overwritten by a put that lost the race (which would hide the
+        // entry from its dependencies). Writing them before the entry also means the eviction
+        // listener, however early it runs, finds them.
+        self.entries.entry(Arc::clone(&key)).and_compute_with(|_| {
+            for dep in deps {
+                self.index
+                    .entry(dep.clone())
+                    .or_default()
+                    .insert(Arc::clone(&key), generation);
+            }
+            Op::Put(entry)
+        });
+    }
+
+    /// Ends an invalidation of `deps`: later tickets pass their marks again.
+    fn finish_invalidation(&self, deps: &[Dep]) {
+        let end = self.next_generation();
+        let now = Instant::now();
+        for dep in deps {
+            if let Some(mut mark) = self.marks.get_mut(dep) {
+                mark.seq = end;
+                mark.running = mark.running.saturating_sub(1);
+                mark.at = now;
+            }
+        }
     }
 
     /// The generation of the entry under `key`, if any.
@@ -247,28 +324,49 @@ impl Backend for MemoryBackend {
     }
 
     async fn put(&self, key: &str, value: Encoded, deps: &[Dep], ttl: Duration) -> Result<()> {
-        let generation = self.next_generation();
-        let key: Arc<str> = Arc::from(key);
-        let entry = Arc::new(Entry {
-            generation,
-            value,
-            deps: deps.into(),
-            ttl,
-        });
-        // The index members are written inside moka's per-key critical section, just before
-        // the entry: puts of one key are serialized, so the members of the entry that ends up
-        // stored are never overwritten by a put that lost the race (which would hide the
-        // entry from its dependencies). Writing them before the entry also means the eviction
-        // listener, however early it runs, finds them.
-        self.entries.entry(Arc::clone(&key)).and_compute_with(|_| {
-            for dep in deps {
-                self.index
-                    .entry(dep.clone())
-                    .or_default()
-                    .insert(Arc::clone(&key), generation);
+        self.store(key, value, deps, ttl);
+        Ok(())
+    }
+
+    async fn get_with_deps(&self, key: &str) -> Result<Option<(Encoded, Vec<Dep>)>> {
+        Ok(self
+            .entries
+            .get(key)
+            .map(|e| (e.value.clone(), e.deps.to_vec())))
+    }
+
+    async fn begin(&self, _key: &str, _lease: Option<(u64, Duration)>) -> Result<(Ticket, bool)> {
+        // One process: the cache's single flight already lets one caller compute.
+        let seq = self.generation.load(Ordering::SeqCst);
+        Ok((Ticket::new(seq, self.now_ms()), true))
+    }
+
+    async fn put_fenced(
+        &self,
+        key: &str,
+        value: Encoded,
+        deps: &[Dep],
+        ttl: Duration,
+        ticket: Ticket,
+        _lease_holder: Option<u64>,
+    ) -> Result<Fenced> {
+        let _shared = self.fence.read().unwrap_or_else(PoisonError::into_inner);
+        let age = self.now_ms().saturating_sub(ticket.time_ms());
+        if u128::from(age) > self.max_ticket_age.as_millis() {
+            return Ok(Fenced::Expired);
+        }
+        for dep in deps {
+            if let Some(mark) = self.marks.get(dep) {
+                if mark.seq > ticket.seq() || mark.running > 0 {
+                    return Ok(Fenced::Invalidated);
+                }
             }
-            Op::Put(entry)
-        });
+        }
+        self.store(key, value, deps, ttl);
+        Ok(Fenced::Stored)
+    }
+
+    async fn release_lease(&self, _key: &str, _holder: u64) -> Result<()> {
         Ok(())
     }
 
@@ -279,8 +377,33 @@ impl Backend for MemoryBackend {
 
     async fn invalidate(&self, deps: &[Dep]) -> Result<u64> {
         // Members written after this mark belong to puts that started after the invalidation
-        // and are left alone.
-        let mark = self.next_generation();
+        // and are left alone. Setting the marks under the exclusive fence makes every fenced
+        // put either complete before the snapshot below or see the marks.
+        let mark = {
+            let _exclusive = self.fence.write().unwrap_or_else(PoisonError::into_inner);
+            let mark = self.next_generation();
+            let now = Instant::now();
+            for dep in deps {
+                let mut m = self.marks.entry(dep.clone()).or_insert(Mark {
+                    seq: 0,
+                    running: 0,
+                    at: now,
+                });
+                m.seq = mark;
+                m.running += 1;
+                m.at = now;
+            }
+            mark
+        };
+        // Ends the invalidation however this future ends (completed, failed or dropped).
+        struct Finish<'a>(&'a MemoryBackend, &'a [Dep]);
+        impl Drop for Finish<'_> {
+            fn drop(&mut self) {
+                self.0.finish_invalidation(self.1);
+            }
+        }
+        let _finish = Finish(self, deps);
+
         let mut dropped = 0;
         for dep in deps {
             // Members are copied, not taken: a concurrent invalidation of the same dependency
@@ -330,6 +453,10 @@ impl Backend for MemoryBackend {
             indexes: snapshot.len() as u64,
             ..PruneReport::default()
         };
+        // Marks older than any ticket that may still be used are no longer needed.
+        let max_age = self.max_ticket_age;
+        self.marks
+            .retain(|_, mark| mark.running > 0 || mark.at.elapsed() <= max_age);
         for (dep, members) in snapshot {
             for (key, generation) in members {
                 report.members += 1;

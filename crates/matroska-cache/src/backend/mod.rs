@@ -12,6 +12,9 @@
 //!   stored before `invalidate` began is readable. Entries stored while it runs may survive
 //!   (they are not deleted by it).
 //! - `invalidate` counts each dropped entry once.
+//! - A fenced put with a [`Ticket`] stores nothing if one of its dependencies was invalidated
+//!   after the ticket was taken, or is being invalidated while it runs: a value computed from
+//!   data older than an invalidation is never stored after it (the "stale set").
 
 pub mod memory;
 pub mod redis;
@@ -37,6 +40,52 @@ pub struct PruneReport {
     pub removed: u64,
 }
 
+/// Taken before reading the source of truth; a [fenced put](Backend::put_fenced) with it
+/// stores only if none of the value's dependencies was invalidated since.
+///
+/// A ticket is a position in the backend's invalidation order plus the time it was taken
+/// (tickets older than the backend's maximum ticket age are refused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ticket {
+    seq: u64,
+    time_ms: u64,
+}
+
+impl Ticket {
+    /// A ticket at position `seq` of the invalidation order, taken at `time_ms` (on the
+    /// backend's own clock, in milliseconds).
+    pub fn new(seq: u64, time_ms: u64) -> Self {
+        Ticket { seq, time_ms }
+    }
+
+    /// The position in the invalidation order.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// When it was taken, in milliseconds on the backend's clock.
+    pub fn time_ms(&self) -> u64 {
+        self.time_ms
+    }
+}
+
+/// How old a ticket may be when its fenced put runs, unless configured otherwise: a
+/// computation that takes longer is not cached. Invalidation marks are kept this long.
+pub const DEFAULT_MAX_TICKET_AGE: Duration = Duration::from_secs(600);
+
+/// What a fenced put did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fenced {
+    /// The value was stored.
+    Stored,
+    /// A dependency was invalidated after the ticket was taken (or is being invalidated right
+    /// now): the value may be stale, so it was not stored.
+    Invalidated,
+    /// The ticket is older than the backend's maximum ticket age; nothing was stored.
+    Expired,
+}
+
 /// A store for cache entries and their reverse dependency index.
 ///
 /// Implementations must uphold the guarantees in the [module documentation](self). All
@@ -57,6 +106,37 @@ pub trait Backend: Send + Sync + 'static {
         deps: &[Dep],
         ttl: Duration,
     ) -> impl Future<Output = Result<()>> + Send;
+
+    /// The entry under `key` with its dependencies, if any.
+    fn get_with_deps(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<(Encoded, Vec<Dep>)>>> + Send;
+
+    /// A ticket for a fenced put, and, if `lease` is given, whether this caller obtained the
+    /// lease on `key` for `lease.1` as holder `lease.0`. A backend without other processes
+    /// grants every lease.
+    fn begin(
+        &self,
+        key: &str,
+        lease: Option<(u64, Duration)>,
+    ) -> impl Future<Output = Result<(Ticket, bool)>> + Send;
+
+    /// Like [`put`](Backend::put), but only if no dependency was invalidated after `ticket`
+    /// was taken, nor is being invalidated now. Releases the lease of `lease_holder`, if
+    /// given, in the same step.
+    fn put_fenced(
+        &self,
+        key: &str,
+        value: Encoded,
+        deps: &[Dep],
+        ttl: Duration,
+        ticket: Ticket,
+        lease_holder: Option<u64>,
+    ) -> impl Future<Output = Result<Fenced>> + Send;
+
+    /// Gives up the lease on `key` if `holder` holds it.
+    fn release_lease(&self, key: &str, holder: u64) -> impl Future<Output = Result<()>> + Send;
 
     /// Removes the entry under `key`; returns whether it existed.
     fn delete(&self, key: &str) -> impl Future<Output = Result<bool>> + Send;
@@ -86,6 +166,26 @@ pub(crate) trait DynBackend: Send + Sync + 'static {
         deps: &'a [Dep],
         ttl: Duration,
     ) -> BoxFuture<'a, Result<()>>;
+    fn get_with_deps<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(Encoded, Vec<Dep>)>>>;
+    fn begin<'a>(
+        &'a self,
+        key: &'a str,
+        lease: Option<(u64, Duration)>,
+    ) -> BoxFuture<'a, Result<(Ticket, bool)>>;
+    #[allow(clippy::too_many_arguments)]
+    fn put_fenced<'a>(
+        &'a self,
+        key: &'a str,
+        value: Encoded,
+        deps: &'a [Dep],
+        ttl: Duration,
+        ticket: Ticket,
+        lease_holder: Option<u64>,
+    ) -> BoxFuture<'a, Result<Fenced>>;
+    fn release_lease<'a>(&'a self, key: &'a str, holder: u64) -> BoxFuture<'a, Result<()>>;
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>>;
     fn invalidate<'a>(&'a self, deps: &'a [Dep]) -> BoxFuture<'a, Result<u64>>;
     fn deps<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<Dep>>>>;
@@ -107,6 +207,41 @@ impl<B: Backend> DynBackend for B {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(Backend::put(self, key, value, deps, ttl))
+    }
+    fn get_with_deps<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(Encoded, Vec<Dep>)>>> {
+        Box::pin(Backend::get_with_deps(self, key))
+    }
+    fn begin<'a>(
+        &'a self,
+        key: &'a str,
+        lease: Option<(u64, Duration)>,
+    ) -> BoxFuture<'a, Result<(Ticket, bool)>> {
+        Box::pin(Backend::begin(self, key, lease))
+    }
+    fn put_fenced<'a>(
+        &'a self,
+        key: &'a str,
+        value: Encoded,
+        deps: &'a [Dep],
+        ttl: Duration,
+        ticket: Ticket,
+        lease_holder: Option<u64>,
+    ) -> BoxFuture<'a, Result<Fenced>> {
+        Box::pin(Backend::put_fenced(
+            self,
+            key,
+            value,
+            deps,
+            ttl,
+            ticket,
+            lease_holder,
+        ))
+    }
+    fn release_lease<'a>(&'a self, key: &'a str, holder: u64) -> BoxFuture<'a, Result<()>> {
+        Box::pin(Backend::release_lease(self, key, holder))
     }
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
         Box::pin(Backend::delete(self, key))

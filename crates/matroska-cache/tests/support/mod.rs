@@ -93,8 +93,16 @@ impl Harness {
                     .arg(format!("{{{prefix}}}:r:*"))
                     .query(&mut conn)
                     .unwrap();
+                // Cache keys are UTF-8; the invalidation marks' field names are not.
                 keys.iter()
-                    .map(|k| redis::cmd("HLEN").arg(k).query::<u64>(&mut conn).unwrap())
+                    .map(|k| {
+                        let fields: Vec<Vec<u8>> =
+                            redis::cmd("HKEYS").arg(k).query(&mut conn).unwrap();
+                        fields
+                            .iter()
+                            .filter(|f| std::str::from_utf8(f).is_ok())
+                            .count() as u64
+                    })
                     .sum()
             }
         }

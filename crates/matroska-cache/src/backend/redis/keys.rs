@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! {<prefix>}:d:<key>     hash: the entry  v = value, f = format tag, g = generation, d = deps (JSON)
-//! {<prefix>}:r:<dep>     hash: the reverse index of one dependency  <key> = generation
+//! {<prefix>}:r:<dep>     hash: the reverse index of one dependency  <key> = generation,
+//!                        plus invalidation marks under three non-UTF-8 field names
+//! {<prefix>}:l:<key>     string: the lease on computing <key>, with a TTL
 //! {<prefix>}:s           string: the prefix's generation counter
 //! {<prefix>}:p           string: held (with a TTL) by the process running the periodic prune
 //! ```
@@ -61,6 +63,11 @@ impl KeySpace {
     /// The reverse index of `dep`.
     pub(crate) fn index(&self, dep: &Dep) -> String {
         self.key("r", dep.as_str())
+    }
+
+    /// The lease on computing the entry under `key` (read-through across processes).
+    pub(crate) fn lease(&self, key: &str) -> String {
+        self.key("l", key)
     }
 
     /// The generation counter.
@@ -153,6 +160,7 @@ mod tests {
             // An entry key never equals an index key or the counter, whatever the texts.
             prop_assert_ne!(a.data(&k1), b.index(&crate::dep::tag(&k2)));
             prop_assert_ne!(a.data(&k1), b.sequence());
+            prop_assert_ne!(a.data(&k1), b.lease(&k2));
         }
 
         #[test]

@@ -44,12 +44,15 @@ use tracing::{debug, warn};
 
 pub(crate) use keys::KeySpace;
 
-use super::{Backend, PruneReport};
+use super::{Backend, Fenced, PruneReport, Ticket, DEFAULT_MAX_TICKET_AGE};
 use crate::codec::{Encoded, Format};
 use crate::dep::Dep;
 use crate::error::{Error, Result};
 
 static PUT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("put.lua")));
+static PUT_FENCED: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("put_fenced.lua")));
+static BEGIN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("begin.lua")));
+static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("release.lua")));
 static INVALIDATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("invalidate.lua")));
 static DROP: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("drop.lua")));
 static PRUNE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("prune.lua")));
@@ -85,6 +88,7 @@ pub struct RedisBackend {
     keys: KeySpace,
     timeout: Duration,
     batch_size: usize,
+    max_ticket_age: Duration,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -106,6 +110,7 @@ pub struct RedisBackendBuilder {
     timeout: Duration,
     connect_timeout: Duration,
     batch_size: usize,
+    max_ticket_age: Duration,
     check_eviction_policy: bool,
     auto_prune: Option<Duration>,
     #[cfg(feature = "tls")]
@@ -166,6 +171,14 @@ impl RedisBackendBuilder {
         self
     }
 
+    /// How old a ticket may be when its fenced put runs (default
+    /// [`DEFAULT_MAX_TICKET_AGE`](crate::backend::DEFAULT_MAX_TICKET_AGE)): a longer
+    /// computation is not cached. Invalidation marks are kept this long.
+    pub fn max_ticket_age(mut self, age: Duration) -> Self {
+        self.max_ticket_age = age;
+        self
+    }
+
     /// How often a background task prunes the dependency index (default
     /// [`DEFAULT_AUTO_PRUNE`]), or `None` for never (then call
     /// [`MatroskaCache::prune`](crate::MatroskaCache::prune) yourself, or run `matroska prune`).
@@ -218,6 +231,7 @@ impl RedisBackendBuilder {
             keys,
             timeout: self.timeout,
             batch_size: self.batch_size,
+            max_ticket_age: self.max_ticket_age,
         };
         backend.check_version().await?;
         if self.check_eviction_policy {
@@ -246,6 +260,7 @@ impl RedisBackend {
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: Duration::from_secs(2),
             batch_size: DEFAULT_BATCH_SIZE,
+            max_ticket_age: DEFAULT_MAX_TICKET_AGE,
             check_eviction_policy: true,
             auto_prune: Some(DEFAULT_AUTO_PRUNE),
             #[cfg(feature = "tls")]
@@ -348,17 +363,29 @@ impl RedisBackend {
         Ok(())
     }
 
-    /// Drops one batch of `(index position, cache key, generation)` members.
+    /// How long an invalidation counts as running after its last sign of life: fenced puts
+    /// of its dependencies are refused meanwhile. Each batch is a sign of life.
+    fn running_deadline(&self) -> u64 {
+        (self.timeout * 5).max(Duration::from_secs(10)).as_millis() as u64
+    }
+
+    /// Drops one batch of `(index position, cache key, generation)` members; with `finish`,
+    /// ends the invalidation in the same step.
     async fn drop_batch(
         &self,
         index_keys: &[String],
         batch: &[(usize, String, String)],
+        finish: bool,
     ) -> Result<u64> {
         let mut invocation = DROP.prepare_invoke();
+        invocation.key(self.keys.sequence());
         for index in index_keys {
             invocation.key(index);
         }
-        invocation.arg(index_keys.len());
+        invocation
+            .arg(index_keys.len())
+            .arg(u8::from(finish))
+            .arg(self.running_deadline());
         for (position, key, generation) in batch {
             invocation.key(self.keys.data(key));
             invocation.arg(position + 1).arg(key).arg(generation);
@@ -370,7 +397,9 @@ impl RedisBackend {
     /// Removes the members of one batch from `index` whose entries are gone.
     async fn prune_batch(&self, index: &str, batch: &[(String, String)]) -> Result<u64> {
         let mut invocation = PRUNE.prepare_invoke();
-        invocation.key(index);
+        invocation
+            .key(index)
+            .arg(self.max_ticket_age.as_millis() as u64);
         for (key, generation) in batch {
             invocation.key(self.keys.data(key)).arg(key).arg(generation);
         }
@@ -407,6 +436,54 @@ fn parse_members(flat: Vec<Vec<u8>>) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// The `d` field of an entry: the dependencies' texts as a JSON list.
+fn deps_json(deps: &[Dep]) -> String {
+    let texts: Vec<&str> = deps.iter().map(Dep::as_str).collect();
+    serde_json::to_string(&texts).expect("a list of strings always encodes")
+}
+
+/// Parses the `d` field of an entry.
+fn parse_deps(key: &str, json: &str) -> Result<Vec<Dep>> {
+    let corrupt = |detail: String| Error::Corrupt {
+        key: key.to_owned(),
+        detail,
+    };
+    let texts: Vec<String> =
+        serde_json::from_str(json).map_err(|e| corrupt(format!("dependency list: {e}")))?;
+    texts
+        .iter()
+        .map(|t| {
+            t.parse()
+                .map_err(|e: crate::dep::ParseDepError| corrupt(e.to_string()))
+        })
+        .collect()
+}
+
+/// The value of an entry from its `v` and `f` fields.
+fn decode_entry(
+    key: &str,
+    value: Option<Vec<u8>>,
+    format: Option<Vec<u8>>,
+) -> Result<Option<Encoded>> {
+    match (value, format) {
+        (None, None) => Ok(None),
+        (Some(bytes), Some(tag)) => match Format::from_tag(&tag) {
+            Some(format) => Ok(Some(Encoded {
+                format,
+                bytes: Bytes::from(bytes),
+            })),
+            None => Err(Error::Corrupt {
+                key: key.to_owned(),
+                detail: format!("unknown format tag {:?}", String::from_utf8_lossy(&tag)),
+            }),
+        },
+        _ => Err(Error::Corrupt {
+            key: key.to_owned(),
+            detail: "entry hash without value or format field".to_owned(),
+        }),
+    }
+}
+
 /// Milliseconds for `PEXPIRE`: at least 1, and an error if it does not fit.
 fn ttl_millis(ttl: Duration) -> Result<u64> {
     let ms = ttl.as_nanos().div_ceil(1_000_000);
@@ -428,23 +505,7 @@ impl Backend for RedisBackend {
                     .query_async(&mut conn),
             )
             .await?;
-        match (value, format) {
-            (None, None) => Ok(None),
-            (Some(bytes), Some(tag)) => match Format::from_tag(&tag) {
-                Some(format) => Ok(Some(Encoded {
-                    format,
-                    bytes: Bytes::from(bytes),
-                })),
-                None => Err(Error::Corrupt {
-                    key: key.to_owned(),
-                    detail: format!("unknown format tag {:?}", String::from_utf8_lossy(&tag)),
-                }),
-            },
-            _ => Err(Error::Corrupt {
-                key: key.to_owned(),
-                detail: "entry hash without value or format field".to_owned(),
-            }),
-        }
+        decode_entry(key, value, format)
     }
 
     async fn has(&self, key: &str) -> Result<bool> {
@@ -454,8 +515,6 @@ impl Backend for RedisBackend {
 
     async fn put(&self, key: &str, value: Encoded, deps: &[Dep], ttl: Duration) -> Result<()> {
         let ttl = ttl_millis(ttl)?;
-        let texts: Vec<&str> = deps.iter().map(Dep::as_str).collect();
-        let deps_json = serde_json::to_string(&texts).expect("a list of strings always encodes");
         let mut invocation = PUT.prepare_invoke();
         invocation
             .key(self.keys.sequence())
@@ -468,10 +527,92 @@ impl Backend for RedisBackend {
             .arg(ttl)
             .arg(value.format.tag())
             .arg(&value.bytes[..])
-            .arg(deps_json);
+            .arg(deps_json(deps));
         let mut conn = self.conn.clone();
         let _generation: String = self.round_trip(invocation.invoke_async(&mut conn)).await?;
         Ok(())
+    }
+
+    async fn get_with_deps(&self, key: &str) -> Result<Option<(Encoded, Vec<Dep>)>> {
+        let mut conn = self.conn.clone();
+        let (value, format, deps): (Option<Vec<u8>>, Option<Vec<u8>>, Option<String>) = self
+            .round_trip(
+                redis::cmd("HMGET")
+                    .arg(self.keys.data(key))
+                    .arg("v")
+                    .arg("f")
+                    .arg("d")
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let Some(encoded) = decode_entry(key, value, format)? else {
+            return Ok(None);
+        };
+        let deps = parse_deps(key, deps.as_deref().unwrap_or("[]"))?;
+        Ok(Some((encoded, deps)))
+    }
+
+    async fn begin(&self, key: &str, lease: Option<(u64, Duration)>) -> Result<(Ticket, bool)> {
+        let mut invocation = BEGIN.prepare_invoke();
+        invocation
+            .key(self.keys.sequence())
+            .key(self.keys.lease(key));
+        match lease {
+            Some((holder, ttl)) => invocation.arg(holder).arg(ttl_millis(ttl)?),
+            None => invocation.arg("").arg(1),
+        };
+        let mut conn = self.conn.clone();
+        let (seq, time_ms, leased): (u64, u64, u8) =
+            self.round_trip(invocation.invoke_async(&mut conn)).await?;
+        Ok((Ticket::new(seq, time_ms), leased == 1))
+    }
+
+    async fn put_fenced(
+        &self,
+        key: &str,
+        value: Encoded,
+        deps: &[Dep],
+        ttl: Duration,
+        ticket: Ticket,
+        lease_holder: Option<u64>,
+    ) -> Result<Fenced> {
+        let ttl = ttl_millis(ttl)?;
+        let mut invocation = PUT_FENCED.prepare_invoke();
+        invocation
+            .key(self.keys.sequence())
+            .key(self.keys.data(key))
+            .key(self.keys.lease(key));
+        for dep in deps {
+            invocation.key(self.keys.index(dep));
+        }
+        invocation
+            .arg(key)
+            .arg(ttl)
+            .arg(value.format.tag())
+            .arg(&value.bytes[..])
+            .arg(deps_json(deps))
+            .arg(ticket.seq())
+            .arg(ticket.time_ms())
+            .arg(self.max_ticket_age.as_millis() as u64);
+        match lease_holder {
+            Some(holder) => invocation.arg(holder),
+            None => invocation.arg(""),
+        };
+        let mut conn = self.conn.clone();
+        let outcome: i8 = self.round_trip(invocation.invoke_async(&mut conn)).await?;
+        Ok(match outcome {
+            1 => Fenced::Stored,
+            0 => Fenced::Invalidated,
+            _ => Fenced::Expired,
+        })
+    }
+
+    async fn release_lease(&self, key: &str, holder: u64) -> Result<()> {
+        let mut invocation = RELEASE.prepare_invoke();
+        invocation.key(self.keys.lease(key)).arg(holder);
+        let mut conn = self.conn.clone();
+        self.round_trip(invocation.invoke_async::<()>(&mut conn))
+            .await
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
@@ -490,7 +631,7 @@ impl Backend for RedisBackend {
         for index in &index_keys {
             invocation.key(index);
         }
-        invocation.arg(self.batch_size);
+        invocation.arg(self.batch_size).arg(self.running_deadline());
         let mut conn = self.conn.clone();
         let (mark, lists): (u64, Option<Vec<Vec<Vec<u8>>>>) =
             self.round_trip(invocation.invoke_async(&mut conn)).await?;
@@ -505,9 +646,7 @@ impl Backend for RedisBackend {
                         batch.push((position, key, generation.to_string()));
                     }
                 }
-                if !batch.is_empty() {
-                    dropped += self.drop_batch(&index_keys, &batch).await?;
-                }
+                dropped += self.drop_batch(&index_keys, &batch, true).await?;
             }
             // Large: walk each index in bounded steps, dropping one batch at a time.
             None => {
@@ -521,7 +660,7 @@ impl Backend for RedisBackend {
                             }
                         }
                         if batch.len() >= self.batch_size {
-                            dropped += self.drop_batch(&index_keys, &batch).await?;
+                            dropped += self.drop_batch(&index_keys, &batch, false).await?;
                             batch.clear();
                         }
                         cursor = next;
@@ -530,9 +669,7 @@ impl Backend for RedisBackend {
                         }
                     }
                 }
-                if !batch.is_empty() {
-                    dropped += self.drop_batch(&index_keys, &batch).await?;
-                }
+                dropped += self.drop_batch(&index_keys, &batch, true).await?;
             }
         }
         Ok(dropped)
@@ -541,21 +678,7 @@ impl Backend for RedisBackend {
     async fn deps(&self, key: &str) -> Result<Option<Vec<Dep>>> {
         let mut conn = self.conn.clone();
         let json: Option<String> = self.round_trip(conn.hget(self.keys.data(key), "d")).await?;
-        let Some(json) = json else { return Ok(None) };
-        let corrupt = |detail: String| Error::Corrupt {
-            key: key.to_owned(),
-            detail,
-        };
-        let texts: Vec<String> =
-            serde_json::from_str(&json).map_err(|e| corrupt(format!("dependency list: {e}")))?;
-        texts
-            .iter()
-            .map(|t| {
-                t.parse()
-                    .map_err(|e: crate::dep::ParseDepError| corrupt(e.to_string()))
-            })
-            .collect::<Result<Vec<Dep>>>()
-            .map(Some)
+        json.map(|json| parse_deps(key, &json)).transpose()
     }
 
     async fn prune(&self) -> Result<PruneReport> {
@@ -585,9 +708,9 @@ impl Backend for RedisBackend {
                         .into_iter()
                         .map(|(k, g)| (k, g.to_string()))
                         .collect();
-                    for chunk in batch.chunks(self.batch_size) {
-                        report.removed += self.prune_batch(&index, chunk).await?;
-                    }
+                    // Once per page even if it holds no member: the script also retires
+                    // indexes left with nothing but old invalidation marks.
+                    report.removed += self.prune_batch(&index, &batch).await?;
                     index_cursor = next_member;
                     if index_cursor == 0 {
                         break;

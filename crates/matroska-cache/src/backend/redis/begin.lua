@@ -1,0 +1,19 @@
+-- Begins a read-through computation: a ticket (the current generation and the server time)
+-- and, if asked, the lease on the key.
+--
+-- KEYS[1]      the prefix's generation counter
+-- KEYS[2]      the key's lease
+-- ARGV[1]      the lease holder's token, or '' for no lease
+-- ARGV[2]      the lease's duration (ms)
+--
+-- Returns {generation, time ms, 1 if the lease was obtained (or not asked for) else 0}.
+local gen = tonumber(redis.call('GET', KEYS[1]) or '0')
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local leased = 1
+if ARGV[1] ~= '' then
+    if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+        leased = 0
+    end
+end
+return {gen, now, leased}
