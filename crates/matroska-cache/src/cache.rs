@@ -9,10 +9,11 @@ use tracing::{debug, trace};
 
 use crate::backend::memory::MemoryBackend;
 use crate::backend::redis::RedisBackend;
-use crate::backend::{Backend, DynBackend, PruneReport};
+use crate::backend::{Backend, DynBackend, Fenced, PruneReport, Ticket};
 use crate::codec::Encoded;
 use crate::dep::Dep;
 use crate::error::{Error, Result};
+use crate::read_through::Flights;
 use crate::stats::{Counters, Stats};
 
 /// A cache whose entries declare what they were built from.
@@ -39,13 +40,59 @@ use crate::stats::{Counters, Stats};
 /// ```
 #[derive(Clone)]
 pub struct MatroskaCache {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    backend: Box<dyn DynBackend>,
-    counters: Counters,
+pub(crate) struct Inner {
+    pub(crate) backend: Box<dyn DynBackend>,
+    pub(crate) counters: Counters,
+    pub(crate) flights: Flights,
+    pub(crate) lease_timeout: Duration,
 }
+
+/// Configures a [`MatroskaCache`].
+#[must_use]
+pub struct MatroskaCacheBuilder {
+    backend: Box<dyn DynBackend>,
+    lease_timeout: Duration,
+}
+
+impl std::fmt::Debug for MatroskaCacheBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MatroskaCacheBuilder")
+            .field("lease_timeout", &self.lease_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MatroskaCacheBuilder {
+    /// How long one process may hold the lease on computing a key in
+    /// [`get_or_compute`](MatroskaCache::get_or_compute) (default [`DEFAULT_LEASE_TIMEOUT`]).
+    /// Other processes wait for its value meanwhile; if it dies, the key is free again after
+    /// this long.
+    pub fn lease_timeout(mut self, timeout: Duration) -> Self {
+        self.lease_timeout = timeout;
+        self
+    }
+
+    /// The cache; a zero lease timeout is an [`Error::InvalidConfig`].
+    pub fn build(self) -> Result<MatroskaCache> {
+        if self.lease_timeout.is_zero() {
+            return Err(Error::InvalidConfig("the lease timeout must be above zero"));
+        }
+        Ok(MatroskaCache {
+            inner: Arc::new(Inner {
+                backend: self.backend,
+                counters: Counters::default(),
+                flights: Flights::default(),
+                lease_timeout: self.lease_timeout,
+            }),
+        })
+    }
+}
+
+/// How long a process may hold the lease on computing one key, by default.
+pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for MatroskaCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -56,13 +103,18 @@ impl std::fmt::Debug for MatroskaCache {
 }
 
 impl MatroskaCache {
-    /// A cache on the given backend.
+    /// A cache on the given backend, with default settings.
     pub fn new(backend: impl Backend) -> Self {
-        MatroskaCache {
-            inner: Arc::new(Inner {
-                backend: Box::new(backend),
-                counters: Counters::default(),
-            }),
+        MatroskaCache::builder(backend)
+            .build()
+            .expect("the default settings are valid")
+    }
+
+    /// A builder for a cache on the given backend, to change the read-through settings.
+    pub fn builder(backend: impl Backend) -> MatroskaCacheBuilder {
+        MatroskaCacheBuilder {
+            backend: Box::new(backend),
+            lease_timeout: DEFAULT_LEASE_TIMEOUT,
         }
     }
 
@@ -84,11 +136,81 @@ impl MatroskaCache {
     }
 
     /// Counts an error before passing it on.
-    fn count<T>(&self, result: Result<T>) -> Result<T> {
+    pub(crate) fn count<T>(&self, result: Result<T>) -> Result<T> {
         if result.is_err() {
             Counters::add(&self.inner.counters.errors, 1);
         }
         result
+    }
+
+    /// A ticket for [`put_fenced`](Self::put_fenced): take it *before* reading the data the
+    /// value is computed from.
+    pub async fn ticket(&self) -> Result<Ticket> {
+        let (ticket, _) = self.count(self.inner.backend.begin("", None).await)?;
+        Ok(ticket)
+    }
+
+    /// Stores `value` like [`put`](Self::put), but only if none of `deps` was invalidated
+    /// after `ticket` was taken (nor is being invalidated now); returns whether it stored.
+    ///
+    /// This is the stale-set fence without a closure: take a ticket, read the source of
+    /// truth, compute, then `put_fenced`. A value computed from data that an invalidation has
+    /// since replaced is refused instead of outliving that invalidation.
+    ///
+    /// ```
+    /// use matroska_cache::{dep, MatroskaCache};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), matroska_cache::Error> {
+    /// let cache = MatroskaCache::in_memory();
+    /// let ticket = cache.ticket().await?;
+    /// let title = "Old title"; // read from the database
+    /// // ...meanwhile a writer changes the article and invalidates it:
+    /// cache.invalidate([dep::id("article", 1)]).await?;
+    /// let stored = cache
+    ///     .put_fenced("title:1", title, [dep::id("article", 1)], Duration::from_secs(60), &ticket)
+    ///     .await?;
+    /// assert!(!stored); // the old title is not cached
+    /// # Ok(()) }
+    /// ```
+    pub async fn put_fenced<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        deps: impl IntoIterator<Item = Dep>,
+        ttl: Duration,
+        ticket: &Ticket,
+    ) -> Result<bool> {
+        if ttl.is_zero() {
+            return self.count(Err(Error::InvalidTtl { ttl }));
+        }
+        let encoded = self.count(Encoded::encode(key, value))?;
+        let deps = sorted_unique(deps);
+        let backend = &self.inner.backend;
+        let outcome = self.count(
+            backend
+                .put_fenced(key, encoded, &deps, ttl, *ticket, None)
+                .await,
+        )?;
+        Ok(self.record_fenced(key, &deps, outcome))
+    }
+
+    /// Counts and logs the outcome of a fenced put; returns whether it stored.
+    pub(crate) fn record_fenced(&self, key: &str, deps: &[Dep], outcome: Fenced) -> bool {
+        let counters = &self.inner.counters;
+        match outcome {
+            Fenced::Stored => {
+                Counters::add(&counters.puts, 1);
+                debug!(key, deps = ?deps, "cache put (fenced)");
+                true
+            }
+            Fenced::Invalidated | Fenced::Expired => {
+                Counters::add(&counters.fenced, 1);
+                debug!(key, deps = ?deps, ?outcome, "not stored: a dependency was invalidated since the computation began, or it took too long");
+                false
+            }
+        }
     }
 
     /// Stores `value` under `key` for `ttl`, depending on `deps`.
@@ -107,9 +229,7 @@ impl MatroskaCache {
             return self.count(Err(Error::InvalidTtl { ttl }));
         }
         let encoded = self.count(Encoded::encode(key, value))?;
-        let mut deps: Vec<Dep> = deps.into_iter().collect();
-        deps.sort_unstable();
-        deps.dedup();
+        let deps = sorted_unique(deps);
         let size = encoded.bytes.len();
         self.count(self.inner.backend.put(key, encoded, &deps, ttl).await)?;
         Counters::add(&self.inner.counters.puts, 1);
@@ -156,9 +276,7 @@ impl MatroskaCache {
     /// is readable, in this process or any other sharing the backend. Unknown dependencies
     /// drop nothing.
     pub async fn invalidate(&self, deps: impl IntoIterator<Item = Dep>) -> Result<u64> {
-        let mut deps: Vec<Dep> = deps.into_iter().collect();
-        deps.sort_unstable();
-        deps.dedup();
+        let deps = sorted_unique(deps);
         let dropped = self.count(self.inner.backend.invalidate(&deps).await)?;
         let counters = &self.inner.counters;
         Counters::add(&counters.invalidations, 1);
@@ -187,6 +305,14 @@ impl MatroskaCache {
     }
 }
 
+/// Dependencies without duplicates, in a canonical order.
+pub(crate) fn sorted_unique(deps: impl IntoIterator<Item = Dep>) -> Vec<Dep> {
+    let mut deps: Vec<Dep> = deps.into_iter().collect();
+    deps.sort_unstable();
+    deps.dedup();
+    deps
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +332,12 @@ mod tests {
         is_send(&cache.invalidate(d()));
         is_send(&cache.deps("k"));
         is_send(&cache.prune());
+        is_send(&cache.ticket());
+        is_send(
+            &cache.get_or_compute("k", Duration::from_secs(1), || async {
+                Ok::<_, std::io::Error>((1u32, d()))
+            }),
+        );
         is_send(&MatroskaCache::redis("redis://127.0.0.1/", "p"));
     }
 }

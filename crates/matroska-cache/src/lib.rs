@@ -10,6 +10,8 @@
 //! - [`backend`] holds the [`Backend`] trait, [`backend::memory`] (moka plus a dependency
 //!   index) and [`backend::redis`] (hashes, with the Lua scripts beside the code that runs
 //!   them).
+//! - [`read_through`] adds `get_or_compute`: stale-set fencing, single flight, leases and
+//!   nested dependency propagation.
 //! - [`stats`] holds the counters, [`error`] the one error type.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -18,12 +20,14 @@ pub mod cache;
 pub mod codec;
 pub mod dep;
 pub mod error;
+pub mod read_through;
 pub mod stats;
 
 pub use backend::memory::{MemoryBackend, MemoryBackendBuilder};
 pub use backend::redis::{RedisBackend, RedisBackendBuilder};
-pub use backend::{Backend, PruneReport};
-pub use cache::MatroskaCache;
+pub use backend::{Backend, Fenced, PruneReport, Ticket};
+pub use cache::{MatroskaCache, MatroskaCacheBuilder};
 pub use dep::Dep;
 pub use error::{Error, Result};
+pub use read_through::depends_on;
 pub use stats::Stats;

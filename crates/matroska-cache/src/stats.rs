@@ -21,6 +21,14 @@ pub struct Stats {
     pub dropped: u64,
     /// Operations that failed with an error.
     pub errors: u64,
+    /// Values computed by `get_or_compute` (misses that ran the computation).
+    pub computations: u64,
+    /// Fenced puts (and `get_or_compute` results) not stored because a dependency was
+    /// invalidated while they were computed.
+    pub fenced: u64,
+    /// Cache faults that `get_or_compute` absorbed (Redis down, an undecodable value): it
+    /// computed the value instead of failing.
+    pub faults: u64,
 }
 
 #[derive(Debug, Default)]
@@ -31,6 +39,9 @@ pub(crate) struct Counters {
     pub(crate) invalidations: AtomicU64,
     pub(crate) dropped: AtomicU64,
     pub(crate) errors: AtomicU64,
+    pub(crate) computations: AtomicU64,
+    pub(crate) fenced: AtomicU64,
+    pub(crate) faults: AtomicU64,
 }
 
 impl Counters {
@@ -47,6 +58,9 @@ impl Counters {
             invalidations: read(&self.invalidations),
             dropped: read(&self.dropped),
             errors: read(&self.errors),
+            computations: read(&self.computations),
+            fenced: read(&self.fenced),
+            faults: read(&self.faults),
         }
     }
 }

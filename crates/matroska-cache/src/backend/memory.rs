@@ -131,6 +131,9 @@ pub struct MemoryBackend {
     /// invalidation's snapshot (and is dropped by it) or sees its marks (and stores nothing).
     /// A std lock: it is never held across an `.await`.
     fence: Arc<RwLock<()>>,
+    /// Leases on computing a key: holder and expiry. Caches that share this backend (clones of
+    /// it in several `MatroskaCache`s) compute a key once, like processes sharing Redis.
+    leases: Arc<DashMap<Arc<str>, (u64, Instant)>>,
     /// The zero of ticket times.
     epoch: Instant,
     max_ticket_age: Duration,
@@ -212,6 +215,7 @@ impl MemoryBackendBuilder {
             generation: Arc::new(AtomicU64::new(0)),
             marks: Arc::default(),
             fence: Arc::default(),
+            leases: Arc::default(),
             epoch: Instant::now(),
             max_ticket_age: self.max_ticket_age,
         })
@@ -328,17 +332,33 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
-    async fn get_with_deps(&self, key: &str) -> Result<Option<(Encoded, Vec<Dep>)>> {
+    async fn get_with_deps(&self, key: &str) -> Result<Option<super::EntryWithDeps>> {
         Ok(self
             .entries
             .get(key)
             .map(|e| (e.value.clone(), e.deps.to_vec())))
     }
 
-    async fn begin(&self, _key: &str, _lease: Option<(u64, Duration)>) -> Result<(Ticket, bool)> {
-        // One process: the cache's single flight already lets one caller compute.
+    async fn begin(&self, key: &str, lease: Option<(u64, Duration)>) -> Result<(Ticket, bool)> {
         let seq = self.generation.load(Ordering::SeqCst);
-        Ok((Ticket::new(seq, self.now_ms()), true))
+        let ticket = Ticket::new(seq, self.now_ms(), 0);
+        let Some((holder, ttl)) = lease else {
+            return Ok((ticket, true));
+        };
+        let now = Instant::now();
+        let mut leased = false;
+        self.leases
+            .entry(Arc::from(key))
+            .and_modify(|(current, expiry)| {
+                if *expiry <= now {
+                    (*current, *expiry, leased) = (holder, now + ttl, true);
+                }
+            })
+            .or_insert_with(|| {
+                leased = true;
+                (holder, now + ttl)
+            });
+        Ok((ticket, leased))
     }
 
     async fn put_fenced(
@@ -348,8 +368,12 @@ impl Backend for MemoryBackend {
         deps: &[Dep],
         ttl: Duration,
         ticket: Ticket,
-        _lease_holder: Option<u64>,
+        lease_holder: Option<u64>,
     ) -> Result<Fenced> {
+        if let Some(holder) = lease_holder {
+            self.leases
+                .remove_if(key, |_, (current, _)| *current == holder);
+        }
         let _shared = self.fence.read().unwrap_or_else(PoisonError::into_inner);
         let age = self.now_ms().saturating_sub(ticket.time_ms());
         if u128::from(age) > self.max_ticket_age.as_millis() {
@@ -366,7 +390,9 @@ impl Backend for MemoryBackend {
         Ok(Fenced::Stored)
     }
 
-    async fn release_lease(&self, _key: &str, _holder: u64) -> Result<()> {
+    async fn release_lease(&self, key: &str, holder: u64) -> Result<()> {
+        self.leases
+            .remove_if(key, |_, (current, _)| *current == holder);
         Ok(())
     }
 
@@ -457,6 +483,8 @@ impl Backend for MemoryBackend {
         let max_age = self.max_ticket_age;
         self.marks
             .retain(|_, mark| mark.running > 0 || mark.at.elapsed() <= max_age);
+        let now = Instant::now();
+        self.leases.retain(|_, (_, expiry)| *expiry > now);
         for (dep, members) in snapshot {
             for (key, generation) in members {
                 report.members += 1;

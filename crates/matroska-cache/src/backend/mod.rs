@@ -49,13 +49,25 @@ pub struct PruneReport {
 pub struct Ticket {
     seq: u64,
     time_ms: u64,
+    epoch: u64,
 }
 
 impl Ticket {
     /// A ticket at position `seq` of the invalidation order, taken at `time_ms` (on the
-    /// backend's own clock, in milliseconds).
-    pub fn new(seq: u64, time_ms: u64) -> Self {
-        Ticket { seq, time_ms }
+    /// backend's own clock, in milliseconds), in the backend's `epoch`: a store that lost its
+    /// state (a Redis restart without persistence, a flush) starts a new epoch, and tickets of
+    /// an older one are refused.
+    pub fn new(seq: u64, time_ms: u64, epoch: u64) -> Self {
+        Ticket {
+            seq,
+            time_ms,
+            epoch,
+        }
+    }
+
+    /// The epoch of the store the ticket was taken from.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// The position in the invalidation order.
@@ -82,7 +94,8 @@ pub enum Fenced {
     /// A dependency was invalidated after the ticket was taken (or is being invalidated right
     /// now): the value may be stale, so it was not stored.
     Invalidated,
-    /// The ticket is older than the backend's maximum ticket age; nothing was stored.
+    /// The ticket is older than the backend's maximum ticket age, or from before the store
+    /// lost its state; nothing was stored.
     Expired,
 }
 
@@ -111,7 +124,7 @@ pub trait Backend: Send + Sync + 'static {
     fn get_with_deps(
         &self,
         key: &str,
-    ) -> impl Future<Output = Result<Option<(Encoded, Vec<Dep>)>>> + Send;
+    ) -> impl Future<Output = Result<Option<EntryWithDeps>>> + Send;
 
     /// A ticket for a fenced put, and, if `lease` is given, whether this caller obtained the
     /// lease on `key` for `lease.1` as holder `lease.0`. A backend without other processes
@@ -151,6 +164,9 @@ pub trait Backend: Send + Sync + 'static {
     fn prune(&self) -> impl Future<Output = Result<PruneReport>> + Send;
 }
 
+/// An entry with its dependencies, as [`Backend::get_with_deps`] returns it.
+pub type EntryWithDeps = (Encoded, Vec<Dep>);
+
 /// A boxed, `Send` future: what the object-safe [`DynBackend`] returns.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -166,10 +182,7 @@ pub(crate) trait DynBackend: Send + Sync + 'static {
         deps: &'a [Dep],
         ttl: Duration,
     ) -> BoxFuture<'a, Result<()>>;
-    fn get_with_deps<'a>(
-        &'a self,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<Option<(Encoded, Vec<Dep>)>>>;
+    fn get_with_deps<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<EntryWithDeps>>>;
     fn begin<'a>(
         &'a self,
         key: &'a str,
@@ -208,10 +221,7 @@ impl<B: Backend> DynBackend for B {
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(Backend::put(self, key, value, deps, ttl))
     }
-    fn get_with_deps<'a>(
-        &'a self,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<Option<(Encoded, Vec<Dep>)>>> {
+    fn get_with_deps<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<EntryWithDeps>>> {
         Box::pin(Backend::get_with_deps(self, key))
     }
     fn begin<'a>(

@@ -3,10 +3,12 @@
 --
 -- KEYS[1]      the prefix's generation counter
 -- KEYS[2]      the key's lease
+-- KEYS[3]      the prefix's epoch
 -- ARGV[1]      the lease holder's token, or '' for no lease
 -- ARGV[2]      the lease's duration (ms)
+-- ARGV[3]      a random epoch, used if the prefix has none yet (first use, or state lost)
 --
--- Returns {generation, time ms, 1 if the lease was obtained (or not asked for) else 0}.
+-- Returns {generation, time ms, 1 if the lease was obtained (or not asked for) else 0, epoch}.
 local gen = tonumber(redis.call('GET', KEYS[1]) or '0')
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -16,4 +18,5 @@ if ARGV[1] ~= '' then
         leased = 0
     end
 end
-return {gen, now, leased}
+redis.call('SET', KEYS[3], ARGV[3], 'NX')
+return {gen, now, leased, redis.call('GET', KEYS[3])}

@@ -6,6 +6,7 @@
 //!                        plus invalidation marks under three non-UTF-8 field names
 //! {<prefix>}:l:<key>     string: the lease on computing <key>, with a TTL
 //! {<prefix>}:s           string: the prefix's generation counter
+//! {<prefix>}:e           string: the epoch (random), renewed when the prefix's state is lost
 //! {<prefix>}:p           string: held (with a TTL) by the process running the periodic prune
 //! ```
 //!
@@ -73,6 +74,12 @@ impl KeySpace {
     /// The generation counter.
     pub(crate) fn sequence(&self) -> String {
         format!("{}:s", self.tag)
+    }
+
+    /// The epoch: a random number set when the prefix's state is first used; a new one after
+    /// the state was lost (restart without persistence, flush) voids older tickets.
+    pub(crate) fn epoch(&self) -> String {
+        format!("{}:e", self.tag)
     }
 
     /// The lock that lets one process at a time run the periodic prune.

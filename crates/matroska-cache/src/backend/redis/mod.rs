@@ -533,7 +533,7 @@ impl Backend for RedisBackend {
         Ok(())
     }
 
-    async fn get_with_deps(&self, key: &str) -> Result<Option<(Encoded, Vec<Dep>)>> {
+    async fn get_with_deps(&self, key: &str) -> Result<Option<crate::backend::EntryWithDeps>> {
         let mut conn = self.conn.clone();
         let (value, format, deps): (Option<Vec<u8>>, Option<Vec<u8>>, Option<String>) = self
             .round_trip(
@@ -556,15 +556,17 @@ impl Backend for RedisBackend {
         let mut invocation = BEGIN.prepare_invoke();
         invocation
             .key(self.keys.sequence())
-            .key(self.keys.lease(key));
+            .key(self.keys.lease(key))
+            .key(self.keys.epoch());
         match lease {
             Some((holder, ttl)) => invocation.arg(holder).arg(ttl_millis(ttl)?),
             None => invocation.arg("").arg(1),
         };
+        invocation.arg(rand::random::<u64>());
         let mut conn = self.conn.clone();
-        let (seq, time_ms, leased): (u64, u64, u8) =
+        let (seq, time_ms, leased, epoch): (u64, u64, u8, u64) =
             self.round_trip(invocation.invoke_async(&mut conn)).await?;
-        Ok((Ticket::new(seq, time_ms), leased == 1))
+        Ok((Ticket::new(seq, time_ms, epoch), leased == 1))
     }
 
     async fn put_fenced(
@@ -581,7 +583,8 @@ impl Backend for RedisBackend {
         invocation
             .key(self.keys.sequence())
             .key(self.keys.data(key))
-            .key(self.keys.lease(key));
+            .key(self.keys.lease(key))
+            .key(self.keys.epoch());
         for dep in deps {
             invocation.key(self.keys.index(dep));
         }
@@ -598,6 +601,7 @@ impl Backend for RedisBackend {
             Some(holder) => invocation.arg(holder),
             None => invocation.arg(""),
         };
+        invocation.arg(ticket.epoch());
         let mut conn = self.conn.clone();
         let outcome: i8 = self.round_trip(invocation.invoke_async(&mut conn)).await?;
         Ok(match outcome {
