@@ -66,10 +66,10 @@ impl std::fmt::Debug for MatroskaCacheBuilder {
 }
 
 impl MatroskaCacheBuilder {
-    /// How long one process may hold the lease on computing a key in
+    /// How long one caller may hold the lease on computing a key in
     /// [`get_or_compute`](MatroskaCache::get_or_compute) (default [`DEFAULT_LEASE_TIMEOUT`]).
-    /// Other processes wait for its value meanwhile; if it dies, the key is free again after
-    /// this long.
+    /// Other processes wait for its value for up to half this long, then compute themselves
+    /// (still fenced); if the holder dies, the key is free again after this long.
     pub fn lease_timeout(mut self, timeout: Duration) -> Self {
         self.lease_timeout = timeout;
         self

@@ -139,12 +139,20 @@ impl Drop for Flight {
         }
         drop(flights);
         if let (Some(holder), Ok(runtime)) = (self.lease, tokio::runtime::Handle::try_current()) {
-            // Cancelled while holding the lease: give it back rather than make other
-            // processes wait for it to expire.
+            // Cancelled, failed, or unsure whether the lease was taken (a reply lost with its
+            // connection): give it back rather than make others wait for it to expire. The
+            // release only deletes a lease this holder owns, so retrying is safe.
             let inner = Arc::clone(&self.inner);
             let key = std::mem::take(&mut self.key);
             runtime.spawn(async move {
-                let _ = inner.backend.release_lease(&key, holder).await;
+                let mut delay = Duration::from_millis(50);
+                for _ in 0..5 {
+                    if inner.backend.release_lease(&key, holder).await.is_ok() {
+                        break;
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
             });
         }
     }
@@ -311,19 +319,22 @@ impl MatroskaCache {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(2);
         let ticket = loop {
-            match self
+            // Until the answer is known to say otherwise, assume the lease may be ours: a
+            // reply lost with its connection must not leave it held until it expires.
+            flight.lease = Some(holder);
+            let begun = self
                 .inner
                 .backend
                 .begin(key, Some((holder, lease_timeout)))
-                .await
-            {
-                Ok((ticket, true)) => {
-                    flight.lease = Some(holder);
-                    break Some(ticket);
-                }
-                // Another process computes this key: wait for its value, at most until its
-                // lease would have expired twice over, then compute without caching.
-                Ok((_, false)) if started.elapsed() < lease_timeout * 2 => {
+                .await;
+            if let Ok((_, false)) = begun {
+                flight.lease = None;
+            }
+            match begun {
+                Ok((ticket, true)) => break Some(ticket),
+                // Another caller computes this key: poll for its value for up to half the
+                // lease timeout.
+                Ok((_, false)) if started.elapsed() < lease_timeout / 2 => {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(100));
                     if let Lookup::Hit(value, deps) = self.lookup::<T>(key).await {
@@ -331,12 +342,13 @@ impl MatroskaCache {
                         return Ok(value);
                     }
                 }
-                Ok((_, false)) => {
-                    warn!(
-                        key,
-                        "gave up waiting for another process's lease; computing uncached"
-                    );
-                    break None;
+                // Then compute anyway. The lease only spares the source of truth a herd;
+                // correctness comes from the fence, and this ticket is fresh. (A holder whose
+                // caller was cancelled at the wrong moment can leave its lease behind until
+                // it expires; nobody waits that long for it.)
+                Ok((ticket, false)) => {
+                    debug!(key, "stopped waiting for the lease holder; computing");
+                    break Some(ticket);
                 }
                 Err(error) => {
                     self.fault(key, &error);
@@ -367,6 +379,7 @@ impl MatroskaCache {
         match stored {
             Ok(outcome) => {
                 flight.lease = None; // the fenced put released it
+                                     // (on an error the flight gives the lease back when dropped)
                 if self.record_fenced(key, &deps, outcome) {
                     flight.share(Arc::new((encoded, deps)));
                 } else if outcome == Fenced::Expired {

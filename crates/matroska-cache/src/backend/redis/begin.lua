@@ -14,7 +14,10 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local leased = 1
 if ARGV[1] ~= '' then
-    if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    -- A lease this holder already has counts as obtained: the same call may run twice when
+    -- a reply is lost with its connection and the request is sent again.
+    if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2])
+        and redis.call('GET', KEYS[2]) ~= ARGV[1] then
         leased = 0
     end
 end

@@ -364,9 +364,11 @@ impl RedisBackend {
     }
 
     /// How long an invalidation counts as running after its last sign of life: fenced puts
-    /// of its dependencies are refused meanwhile. Each batch is a sign of life.
+    /// of its dependencies are refused meanwhile. Each batch is a sign of life, and no two
+    /// batches are more than two round trips (each bounded by the timeout) apart, so five
+    /// timeouts leave a wide margin; a crashed invalidation stops blocking after that long.
     fn running_deadline(&self) -> u64 {
-        (self.timeout * 5).max(Duration::from_secs(10)).as_millis() as u64
+        (self.timeout * 5).max(Duration::from_secs(1)).as_millis() as u64
     }
 
     /// Drops one batch of `(index position, cache key, generation)` members; with `finish`,

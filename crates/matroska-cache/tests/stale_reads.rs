@@ -1,0 +1,355 @@
+//! The read-through history check: readers compute from a versioned store through
+//! `get_or_compute` while writers bump versions and invalidate. A read is *stale* if it returns
+//! a version older than one whose invalidation had completed before the read began. There must
+//! be none, over 200,000 reads, and most reads must be hits; then again with faults: Redis
+//! killed and restarted, client connections killed, callers' futures dropped mid-operation.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use matroska_cache::{dep, MatroskaCache, RedisBackend};
+use rand::{Rng, SeedableRng};
+use support::{Harness, Kind};
+
+const ITEMS: usize = 24;
+const READERS: u64 = 8;
+const WRITERS: u64 = 2;
+const READS: u64 = 200_000;
+/// Invalidations the run needs at least, so that it tests something whatever the speed.
+const INVALIDATIONS: u64 = 1_000;
+const TTL: Duration = Duration::from_secs(60);
+
+/// The source of truth: a version per item, and the highest version of each whose
+/// invalidation has completed.
+struct Store {
+    versions: Vec<AtomicU64>,
+    completed: Vec<AtomicU64>,
+}
+
+impl Tally {
+    fn done(&self) -> bool {
+        self.reads.load(Ordering::Relaxed) >= READS
+            && self.invalidations.load(Ordering::Relaxed) >= INVALIDATIONS
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    reads: AtomicU64,
+    stale: AtomicU64,
+    cancelled: AtomicU64,
+    invalidations: AtomicU64,
+    failed_invalidations: AtomicU64,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Chaos {
+    cancel: bool,
+    client_kill: bool,
+    restart: bool,
+}
+
+/// Reads one item "from the database", taking up to 2 ms.
+async fn query(store: &Store, item: usize, rng_seed: u64) -> u64 {
+    let micros = rand::rngs::StdRng::seed_from_u64(rng_seed).random_range(0..2_000);
+    tokio::time::sleep(Duration::from_micros(micros)).await;
+    store.versions[item].load(Ordering::SeqCst)
+}
+
+/// One read: an item, a group list (explicit deps) or a page built from nested item reads
+/// (dependencies propagated automatically). Returns the (item, version) pairs it saw.
+async fn read(
+    cache: &MatroskaCache,
+    store: &Store,
+    kind: u32,
+    n: usize,
+    seed: u64,
+) -> Vec<(usize, u64)> {
+    match kind {
+        0 => {
+            let v = cache
+                .get_or_compute(&format!("item:{n}"), TTL, || async {
+                    Ok::<_, ()>((query(store, n, seed).await, [dep::id("item", n)]))
+                })
+                .await
+                .unwrap();
+            vec![(n, v)]
+        }
+        1 => {
+            let items = [n, (n + 1) % ITEMS, (n + 2) % ITEMS];
+            cache
+                .get_or_compute(&format!("group:{n}"), TTL, || async {
+                    let mut seen = vec![];
+                    for (k, &i) in items.iter().enumerate() {
+                        seen.push((i, query(store, i, seed + k as u64).await));
+                    }
+                    Ok::<_, ()>((seen, items.map(|i| dep::id("item", i))))
+                })
+                .await
+                .unwrap()
+        }
+        _ => {
+            let items = [n, (n + 5) % ITEMS];
+            cache
+                .get_or_compute(&format!("page:{n}"), TTL, || async {
+                    let mut seen = vec![];
+                    for (k, &i) in items.iter().enumerate() {
+                        // A Russian doll: the page depends on whatever the fragment does.
+                        let v = cache
+                            .get_or_compute(&format!("item:{i}"), TTL, || async {
+                                Ok::<_, ()>((
+                                    query(store, i, seed + k as u64).await,
+                                    [dep::id("item", i)],
+                                ))
+                            })
+                            .await?;
+                        seen.push((i, v));
+                    }
+                    Ok::<_, ()>((seen, []))
+                })
+                .await
+                .unwrap()
+        }
+    }
+}
+
+async fn reader(
+    cache: MatroskaCache,
+    store: Arc<Store>,
+    tally: Arc<Tally>,
+    seed: u64,
+    chaos: Chaos,
+) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    while !tally.done() {
+        let kind = rng.random_range(0..3);
+        let n = rng.random_range(0..ITEMS);
+        // What had been invalidated before this read began.
+        let floor: Vec<u64> = store
+            .completed
+            .iter()
+            .map(|c| c.load(Ordering::SeqCst))
+            .collect();
+        let op = read(&cache, &store, kind, n, rng.random());
+        let seen = if chaos.cancel && rng.random_bool(0.02) {
+            // Drop the caller's future at a random point.
+            let limit = Duration::from_micros(rng.random_range(0..3_000));
+            match tokio::time::timeout(limit, op).await {
+                Ok(seen) => seen,
+                Err(_) => {
+                    tally.cancelled.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            }
+        } else {
+            op.await
+        };
+        tally.reads.fetch_add(1, Ordering::Relaxed);
+        // In-memory hits never wait: let the writers run.
+        tokio::task::yield_now().await;
+        for (item, version) in seen {
+            if version < floor[item] {
+                tally.stale.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+async fn writer(cache: MatroskaCache, store: Arc<Store>, tally: Arc<Tally>, seed: u64) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    while !tally.done() {
+        let item = rng.random_range(0..ITEMS);
+        let version = store.versions[item].fetch_add(1, Ordering::SeqCst) + 1;
+        // The write is committed; now invalidate, retrying until it succeeds (Redis may be
+        // down): only a completed invalidation sets the floor.
+        loop {
+            match cache.invalidate([dep::id("item", item)]).await {
+                Ok(_) => break,
+                Err(_) => {
+                    tally.failed_invalidations.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        store.completed[item].fetch_max(version, Ordering::SeqCst);
+        tally.invalidations.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(rng.random_range(5..15))).await;
+    }
+}
+
+async fn run(h: Harness, caches: Vec<MatroskaCache>, chaos: Chaos) {
+    let store = Arc::new(Store {
+        versions: (0..ITEMS).map(|_| AtomicU64::new(0)).collect(),
+        completed: (0..ITEMS).map(|_| AtomicU64::new(0)).collect(),
+    });
+    let tally = Arc::new(Tally::default());
+    let mut tasks = vec![];
+    for r in 0..READERS {
+        let cache = caches[r as usize % caches.len()].clone();
+        tasks.push(tokio::spawn(reader(
+            cache,
+            Arc::clone(&store),
+            Arc::clone(&tally),
+            r,
+            chaos,
+        )));
+    }
+    for w in 0..WRITERS {
+        let cache = caches[w as usize % caches.len()].clone();
+        tasks.push(tokio::spawn(writer(
+            cache,
+            Arc::clone(&store),
+            Arc::clone(&tally),
+            1_000 + w,
+        )));
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let hits_before_restart = Arc::new(AtomicU64::new(0));
+    let chaos_task = match h.kind {
+        Kind::Redis { mut server, .. } if chaos.restart || chaos.client_kill => {
+            let (done, tally) = (Arc::clone(&done), Arc::clone(&tally));
+            let caches = caches.clone();
+            let hits_before = Arc::clone(&hits_before_restart);
+            Some(tokio::spawn(async move {
+                let mut restarted = !chaos.restart;
+                let mut tick = 0u64;
+                while !done.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tick += 1;
+                    if tick % 10 == 0 {
+                        eprintln!(
+                            "DBG t={tick} reads={} inv={} fails={} hits={} faults={}",
+                            tally.reads.load(Ordering::Relaxed),
+                            tally.invalidations.load(Ordering::Relaxed),
+                            tally.failed_invalidations.load(Ordering::Relaxed),
+                            caches.iter().map(|c| c.stats().hits).sum::<u64>(),
+                            caches.iter().map(|c| c.stats().faults).sum::<u64>()
+                        );
+                    }
+                    if chaos.client_kill && tick % 10 == 0 {
+                        if let Ok(mut conn) =
+                            ::redis::Client::open(server.url()).and_then(|c| c.get_connection())
+                        {
+                            let _ = ::redis::cmd("CLIENT")
+                                .arg("KILL")
+                                .arg("TYPE")
+                                .arg("normal")
+                                .arg("SKIPME")
+                                .arg("yes")
+                                .query::<u64>(&mut conn);
+                        }
+                    }
+                    if !restarted && tally.reads.load(Ordering::Relaxed) > READS / 3 {
+                        server.kill();
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        server.restart();
+                        restarted = true;
+                        hits_before.store(
+                            caches.iter().map(|c| c.stats().hits).sum(),
+                            Ordering::SeqCst,
+                        );
+                    }
+                }
+                server
+            }))
+        }
+        _ => None,
+    };
+    for task in tasks {
+        task.await.unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    if let Some(task) = chaos_task {
+        drop(task.await.unwrap());
+    }
+
+    let stats: Vec<_> = caches.iter().map(MatroskaCache::stats).collect();
+    let hits: u64 = stats.iter().map(|s| s.hits).sum();
+    let computations: u64 = stats.iter().map(|s| s.computations).sum();
+    let fenced: u64 = stats.iter().map(|s| s.fenced).sum();
+    let faults: u64 = stats.iter().map(|s| s.faults).sum();
+    let reads = tally.reads.load(Ordering::Relaxed);
+    let stale = tally.stale.load(Ordering::Relaxed);
+    // The figures quoted in the closing note come from this line (run with --nocapture).
+    println!(
+        "stale-read check: {reads} reads, {stale} stale, {hits} hits, {computations} computations, \
+         {fenced} fenced, {faults} faults, {} invalidations ({} failed attempts), {} cancelled",
+        tally.invalidations.load(Ordering::Relaxed),
+        tally.failed_invalidations.load(Ordering::Relaxed),
+        tally.cancelled.load(Ordering::Relaxed),
+    );
+    assert!(reads >= READS);
+    assert_eq!(stale, 0, "stale reads");
+    assert!(tally.invalidations.load(Ordering::Relaxed) >= INVALIDATIONS);
+    assert!(
+        fenced > 0 || chaos.restart,
+        "no computation ever overlapped an invalidation"
+    );
+    if chaos.restart {
+        // Caching resumed after the restart.
+        assert!(
+            hits > hits_before_restart.load(Ordering::SeqCst) + 1_000,
+            "no hits after the restart"
+        );
+        assert!(faults > 0, "the restart went unnoticed");
+    } else {
+        // Hits count nested lookups too; most top-level reads must be hits.
+        assert!(
+            hits > reads / 2,
+            "caching barely happened: {hits} hits for {reads} reads"
+        );
+    }
+}
+
+async fn no_stale_reads(h: Harness) {
+    let caches = vec![h.cache.clone(), h.other_client().await];
+    run(h, caches, Chaos::default()).await;
+}
+
+async fn no_stale_reads_when_callers_are_cancelled(h: Harness) {
+    let caches = vec![h.cache.clone(), h.other_client().await];
+    run(
+        h,
+        caches,
+        Chaos {
+            cancel: true,
+            ..Chaos::default()
+        },
+    )
+    .await;
+}
+
+backend_tests!(no_stale_reads, no_stale_reads_when_callers_are_cancelled);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_stale_reads_through_redis_restarts_and_killed_connections() {
+    let h = support::redis().await;
+    let Kind::Redis { server, prefix } = &h.kind else {
+        unreachable!()
+    };
+    let mut caches = vec![];
+    for _ in 0..2 {
+        let backend = RedisBackend::builder(&server.url(), prefix)
+            .timeout(Duration::from_millis(500))
+            .build()
+            .await
+            .unwrap();
+        // A short lease: a holder cancelled while a connection is being killed can leave its
+        // lease behind, and waiters give up on it after half this long.
+        let cache = MatroskaCache::builder(backend).lease_timeout(Duration::from_secs(1));
+        caches.push(cache.build().unwrap());
+    }
+    run(
+        h,
+        caches,
+        Chaos {
+            cancel: true,
+            client_kill: true,
+            restart: true,
+        },
+    )
+    .await;
+}
