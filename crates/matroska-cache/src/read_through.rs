@@ -118,13 +118,13 @@ struct Flight {
 }
 
 impl Flight {
-    fn share(&self, value: Shared) {
-        self.tx.send_replace(Some(value));
-    }
-}
-
-impl Drop for Flight {
-    fn drop(&mut self) {
+    /// Lets no new follower join: from now on a caller that misses starts its own flight.
+    ///
+    /// Called before the result is stored. A follower that joined earlier began its read
+    /// before the store, so the fence also covered every invalidation it could have seen
+    /// complete; a caller arriving later may have seen an invalidation drop the stored result,
+    /// and must not be handed it.
+    fn close(&self) {
         let mut flights = self
             .inner
             .flights
@@ -137,7 +137,16 @@ impl Drop for Flight {
         {
             flights.remove(&self.key);
         }
-        drop(flights);
+    }
+
+    fn share(&self, value: Shared) {
+        self.tx.send_replace(Some(value));
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.close();
         if let (Some(holder), Ok(runtime)) = (self.lease, tokio::runtime::Handle::try_current()) {
             // Cancelled, failed, or unsure whether the lease was taken (a reply lost with its
             // connection): give it back rather than make others wait for it to expire. The
@@ -372,6 +381,7 @@ impl MatroskaCache {
                 return Ok(value);
             }
         };
+        flight.close();
         let backend = &self.inner.backend;
         let stored = backend
             .put_fenced(key, encoded.clone(), &deps, ttl, ticket, Some(holder))

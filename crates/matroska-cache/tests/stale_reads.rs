@@ -219,33 +219,25 @@ async fn run(h: Harness, caches: Vec<MatroskaCache>, chaos: Chaos) {
                 while !done.load(Ordering::Relaxed) {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     tick += 1;
-                    if tick % 10 == 0 {
-                        eprintln!(
-                            "DBG t={tick} reads={} inv={} fails={} hits={} faults={}",
-                            tally.reads.load(Ordering::Relaxed),
-                            tally.invalidations.load(Ordering::Relaxed),
-                            tally.failed_invalidations.load(Ordering::Relaxed),
-                            caches.iter().map(|c| c.stats().hits).sum::<u64>(),
-                            caches.iter().map(|c| c.stats().faults).sum::<u64>()
-                        );
-                    }
-                    if chaos.client_kill && tick % 10 == 0 {
-                        if let Ok(mut conn) =
-                            ::redis::Client::open(server.url()).and_then(|c| c.get_connection())
-                        {
-                            let _ = ::redis::cmd("CLIENT")
-                                .arg("KILL")
-                                .arg("TYPE")
-                                .arg("normal")
-                                .arg("SKIPME")
-                                .arg("yes")
-                                .query::<u64>(&mut conn);
-                        }
+                    // The test server's helpers block: keep them off the async workers.
+                    if chaos.client_kill && tick.is_multiple_of(10) {
+                        tokio::task::block_in_place(|| {
+                            let client = ::redis::Client::open(server.url());
+                            if let Ok(mut conn) = client.and_then(|c| c.get_connection()) {
+                                let _ = ::redis::cmd("CLIENT")
+                                    .arg("KILL")
+                                    .arg("TYPE")
+                                    .arg("normal")
+                                    .arg("SKIPME")
+                                    .arg("yes")
+                                    .query::<u64>(&mut conn);
+                            }
+                        });
                     }
                     if !restarted && tally.reads.load(Ordering::Relaxed) > READS / 3 {
-                        server.kill();
+                        tokio::task::block_in_place(|| server.kill());
                         tokio::time::sleep(Duration::from_millis(300)).await;
-                        server.restart();
+                        tokio::task::block_in_place(|| server.restart());
                         restarted = true;
                         hits_before.store(
                             caches.iter().map(|c| c.stats().hits).sum(),
