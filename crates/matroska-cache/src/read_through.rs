@@ -302,11 +302,25 @@ impl MatroskaCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<(T, D), E>>,
     {
-        Counters::add(&self.inner.counters.computations, 1);
-        let collected = Arc::default();
-        let (value, deps) = COMPUTATION.scope(Arc::clone(&collected), compute()).await?;
-        depends_on(deps.into_iter().chain(take(&collected)));
+        let (value, _) = self.run(compute).await?;
         Ok(value)
+    }
+
+    /// Runs a computation, collecting what it declares and what nested calls add, and passes
+    /// all of it on to the computation this one runs inside, if any.
+    async fn run<T, E, D, F, Fut>(&self, compute: F) -> Result<(T, Vec<Dep>), E>
+    where
+        D: IntoIterator<Item = Dep>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(T, D), E>>,
+    {
+        Counters::add(&self.inner.counters.computations, 1);
+        let collected: Arc<Mutex<Vec<Dep>>> = Arc::default();
+        let (value, deps) = COMPUTATION.scope(Arc::clone(&collected), compute()).await?;
+        let nested = std::mem::take(&mut *collected.lock().unwrap_or_else(PoisonError::into_inner));
+        let deps = sorted_unique(deps.into_iter().chain(nested));
+        depends_on(deps.iter().cloned());
+        Ok((value, deps))
     }
 
     /// The leader's path: a ticket (and lease), the computation, the fenced put.
@@ -366,11 +380,7 @@ impl MatroskaCache {
             }
         };
 
-        Counters::add(&self.inner.counters.computations, 1);
-        let collected = Arc::default();
-        let (value, deps) = COMPUTATION.scope(Arc::clone(&collected), compute()).await?;
-        let deps = sorted_unique(deps.into_iter().chain(take(&collected)));
-        depends_on(deps.iter().cloned());
+        let (value, deps) = self.run(compute).await?;
         let Some(ticket) = ticket else {
             return Ok(value);
         };
@@ -400,8 +410,4 @@ impl MatroskaCache {
         }
         Ok(value)
     }
-}
-
-fn take(collected: &Mutex<Vec<Dep>>) -> Vec<Dep> {
-    std::mem::take(&mut *collected.lock().unwrap_or_else(PoisonError::into_inner))
 }

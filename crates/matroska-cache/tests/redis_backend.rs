@@ -422,14 +422,16 @@ async fn every_entry_is_indexed_under_its_generation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_prune_reclaims_garbage() {
     let server = RedisServer::start();
-    let backend = RedisBackend::builder(&server.url(), "p")
-        .auto_prune(Some(Duration::from_millis(200)))
-        .build()
-        .await
-        .unwrap();
-    let cache = MatroskaCache::new(backend);
+    // The garbage is made by a cache that does not prune...
+    let writer = MatroskaCache::new(
+        RedisBackend::builder(&server.url(), "p")
+            .auto_prune(None)
+            .build()
+            .await
+            .unwrap(),
+    );
     for i in 0..300u32 {
-        cache
+        writer
             .put(
                 &format!("k{i}"),
                 &i,
@@ -440,7 +442,7 @@ async fn background_prune_reclaims_garbage() {
             .unwrap();
     }
     for i in 0..200u32 {
-        cache.delete(&format!("k{i}")).await.unwrap();
+        writer.delete(&format!("k{i}")).await.unwrap();
     }
     let mut conn = server.connection();
     let members = |conn: &mut redis::Connection| -> u64 {
@@ -448,6 +450,13 @@ async fn background_prune_reclaims_garbage() {
         keys.iter().map(|k| conn.hlen::<_, u64>(k).unwrap()).sum()
     };
     assert_eq!(members(&mut conn), 600);
+    // ...and reclaimed by one that does, without anyone calling prune.
+    let backend = RedisBackend::builder(&server.url(), "p")
+        .auto_prune(Some(Duration::from_millis(200)))
+        .build()
+        .await
+        .unwrap();
+    let cache = MatroskaCache::new(backend);
     let mut reclaimed = false;
     for _ in 0..100 {
         if members(&mut conn) == 200 {

@@ -178,7 +178,7 @@ impl MemoryBackendBuilder {
     }
 
     /// How old a ticket may be when its fenced put runs (default
-    /// [`DEFAULT_MAX_TICKET_AGE`](super::DEFAULT_MAX_TICKET_AGE)): a longer computation is
+    /// [`DEFAULT_MAX_TICKET_AGE`]): a longer computation is
     /// not cached.
     pub fn max_ticket_age(mut self, age: Duration) -> Self {
         self.max_ticket_age = age;

@@ -50,7 +50,6 @@ use crate::dep::Dep;
 use crate::error::{Error, Result};
 
 static PUT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("put.lua")));
-static PUT_FENCED: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("put_fenced.lua")));
 static BEGIN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("begin.lua")));
 static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("release.lua")));
 static INVALIDATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("invalidate.lua")));
@@ -172,7 +171,7 @@ impl RedisBackendBuilder {
     }
 
     /// How old a ticket may be when its fenced put runs (default
-    /// [`DEFAULT_MAX_TICKET_AGE`](crate::backend::DEFAULT_MAX_TICKET_AGE)): a longer
+    /// [`DEFAULT_MAX_TICKET_AGE`]): a longer
     /// computation is not cached. Invalidation marks are kept this long.
     pub fn max_ticket_age(mut self, age: Duration) -> Self {
         self.max_ticket_age = age;
@@ -363,6 +362,49 @@ impl RedisBackend {
         Ok(())
     }
 
+    /// Runs `put.lua`: a plain put, or with `fence` a fenced one.
+    async fn store(
+        &self,
+        key: &str,
+        value: Encoded,
+        deps: &[Dep],
+        ttl: Duration,
+        fence: Option<(Ticket, Option<u64>)>,
+    ) -> Result<Fenced> {
+        let ttl = ttl_millis(ttl)?;
+        let mut invocation = PUT.prepare_invoke();
+        invocation
+            .key(self.keys.sequence())
+            .key(self.keys.data(key))
+            .key(self.keys.lease(key))
+            .key(self.keys.epoch());
+        for dep in deps {
+            invocation.key(self.keys.index(dep));
+        }
+        invocation
+            .arg(key)
+            .arg(ttl)
+            .arg(value.format.tag())
+            .arg(&value.bytes[..])
+            .arg(deps_json(deps));
+        match fence {
+            Some((ticket, holder)) => invocation
+                .arg(ticket.seq())
+                .arg(ticket.time_ms())
+                .arg(self.max_ticket_age.as_millis() as u64)
+                .arg(holder.map(|h| h.to_string()).unwrap_or_default())
+                .arg(ticket.epoch()),
+            None => invocation.arg("").arg(0).arg(0).arg("").arg(0),
+        };
+        let mut conn = self.conn.clone();
+        let outcome: i8 = self.round_trip(invocation.invoke_async(&mut conn)).await?;
+        Ok(match outcome {
+            1 => Fenced::Stored,
+            0 => Fenced::Invalidated,
+            _ => Fenced::Expired,
+        })
+    }
+
     /// How long an invalidation counts as running after its last sign of life: fenced puts
     /// of its dependencies are refused meanwhile. Each batch is a sign of life, and no two
     /// batches are more than two round trips (each bounded by the timeout) apart, so five
@@ -516,23 +558,7 @@ impl Backend for RedisBackend {
     }
 
     async fn put(&self, key: &str, value: Encoded, deps: &[Dep], ttl: Duration) -> Result<()> {
-        let ttl = ttl_millis(ttl)?;
-        let mut invocation = PUT.prepare_invoke();
-        invocation
-            .key(self.keys.sequence())
-            .key(self.keys.data(key));
-        for dep in deps {
-            invocation.key(self.keys.index(dep));
-        }
-        invocation
-            .arg(key)
-            .arg(ttl)
-            .arg(value.format.tag())
-            .arg(&value.bytes[..])
-            .arg(deps_json(deps));
-        let mut conn = self.conn.clone();
-        let _generation: String = self.round_trip(invocation.invoke_async(&mut conn)).await?;
-        Ok(())
+        self.store(key, value, deps, ttl, None).await.map(|_| ())
     }
 
     async fn get_with_deps(&self, key: &str) -> Result<Option<crate::backend::EntryWithDeps>> {
@@ -580,37 +606,8 @@ impl Backend for RedisBackend {
         ticket: Ticket,
         lease_holder: Option<u64>,
     ) -> Result<Fenced> {
-        let ttl = ttl_millis(ttl)?;
-        let mut invocation = PUT_FENCED.prepare_invoke();
-        invocation
-            .key(self.keys.sequence())
-            .key(self.keys.data(key))
-            .key(self.keys.lease(key))
-            .key(self.keys.epoch());
-        for dep in deps {
-            invocation.key(self.keys.index(dep));
-        }
-        invocation
-            .arg(key)
-            .arg(ttl)
-            .arg(value.format.tag())
-            .arg(&value.bytes[..])
-            .arg(deps_json(deps))
-            .arg(ticket.seq())
-            .arg(ticket.time_ms())
-            .arg(self.max_ticket_age.as_millis() as u64);
-        match lease_holder {
-            Some(holder) => invocation.arg(holder),
-            None => invocation.arg(""),
-        };
-        invocation.arg(ticket.epoch());
-        let mut conn = self.conn.clone();
-        let outcome: i8 = self.round_trip(invocation.invoke_async(&mut conn)).await?;
-        Ok(match outcome {
-            1 => Fenced::Stored,
-            0 => Fenced::Invalidated,
-            _ => Fenced::Expired,
-        })
+        self.store(key, value, deps, ttl, Some((ticket, lease_holder)))
+            .await
     }
 
     async fn release_lease(&self, key: &str, holder: u64) -> Result<()> {
