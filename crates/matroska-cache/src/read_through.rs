@@ -398,8 +398,9 @@ impl MatroskaCache {
             .await;
         match stored {
             Ok(outcome) => {
-                flight.lease = None; // the fenced put released it
-                                     // (on an error the flight gives the lease back when dropped)
+                // The fenced put released the lease. (After an error the flight gives it back
+                // when dropped.)
+                flight.lease = None;
                 if self.record_fenced(key, &deps, outcome) {
                     flight.share(Arc::new((encoded, deps)));
                 } else if outcome == Fenced::Expired {
