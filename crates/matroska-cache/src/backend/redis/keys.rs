@@ -87,7 +87,13 @@ impl KeySpace {
         format!("{}:p", self.tag)
     }
 
-    /// A `SCAN MATCH` pattern for the keys of one type (`"d"`, `"r"`).
+    /// The type letter of a key of this prefix (`d`, `r`, `s`, ...), if it is one.
+    pub(crate) fn kind_of<'a>(&self, redis_key: &'a str) -> Option<&'a str> {
+        let rest = redis_key.strip_prefix(&self.tag)?.strip_prefix(':')?;
+        Some(rest.split(':').next().unwrap_or(rest))
+    }
+
+    /// A `SCAN MATCH` pattern for the keys of one type (`"d"`, `"r"`), or all of them (`"*"`).
     pub(crate) fn pattern(&self, kind: &str) -> String {
         let mut p = String::new();
         for c in self.tag.chars() {
@@ -98,7 +104,9 @@ impl KeySpace {
         }
         p.push(':');
         p.push_str(kind);
-        p.push_str(":*");
+        if kind != "*" {
+            p.push_str(":*");
+        }
         p
     }
 

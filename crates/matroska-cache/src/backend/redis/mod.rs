@@ -32,6 +32,7 @@
 //! the rest, so after a prune the index holds only live entries. A background task prunes
 //! every ten minutes by default ([`RedisBackendBuilder::auto_prune`]).
 
+mod inspect;
 mod keys;
 
 use std::sync::{Arc, LazyLock};
@@ -42,6 +43,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use tracing::{debug, warn};
 
+pub use inspect::PrefixStats;
 pub(crate) use keys::KeySpace;
 
 use super::{Backend, Fenced, PruneReport, Ticket, DEFAULT_MAX_TICKET_AGE};
@@ -685,46 +687,7 @@ impl Backend for RedisBackend {
     }
 
     async fn prune(&self) -> Result<PruneReport> {
-        let mut report = PruneReport::default();
-        let pattern = self.keys.pattern("r");
-        let mut cursor = 0u64;
-        loop {
-            let mut conn = self.conn.clone();
-            let (next, index_keys): (u64, Vec<String>) = self
-                .round_trip(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(self.batch_size)
-                        .query_async(&mut conn),
-                )
-                .await?;
-            for index in index_keys {
-                report.indexes += 1;
-                let mut index_cursor = 0;
-                loop {
-                    let (next_member, members) = self.scan_index(&index, index_cursor).await?;
-                    report.members += members.len() as u64;
-                    let batch: Vec<(String, String)> = members
-                        .into_iter()
-                        .map(|(k, g)| (k, g.to_string()))
-                        .collect();
-                    // Once per page even if it holds no member: the script also retires
-                    // indexes left with nothing but old invalidation marks.
-                    report.removed += self.prune_batch(&index, &batch).await?;
-                    index_cursor = next_member;
-                    if index_cursor == 0 {
-                        break;
-                    }
-                }
-            }
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
+        let report = self.prune_with_progress(|_| {}).await?;
         debug!(?report, "pruned the dependency index");
         Ok(report)
     }

@@ -1,0 +1,322 @@
+//! `matroska`: inspect and invalidate a live matroska-cache in Redis, from a shell.
+//!
+//! It uses the library's own Redis backend, so it reads and writes exactly the layout and
+//! encoding the library does. Every command that walks keys does so in bounded batches.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use matroska_cache::codec::{Encoded, Format};
+use matroska_cache::{Backend, Dep, RedisBackend};
+use serde_json::json;
+
+/// Inspect and invalidate a live matroska-cache in Redis.
+#[derive(Debug, Parser)]
+#[command(name = "matroska", version)]
+struct Cli {
+    /// Redis URL (a password in it is never printed).
+    #[arg(
+        long,
+        env = "MATROSKA_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/",
+        hide_env_values = true,
+        global = true
+    )]
+    redis: String,
+
+    /// The cache's key prefix.
+    #[arg(long, env = "MATROSKA_PREFIX", default_value = "cache", global = true)]
+    prefix: String,
+
+    /// Machine-readable output (one JSON document).
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the value under KEY; exit 1 with "not in cache" when missing.
+    Get { key: String },
+    /// Store VALUE (JSON, or a raw string with --string) under KEY with dependencies.
+    Put {
+        key: String,
+        value: String,
+        /// A dependency in text form (id:article:1, tag:homepage); repeatable.
+        #[arg(long = "dep")]
+        deps: Vec<Dep>,
+        /// Time to live: 90s, 5m, 1h...
+        #[arg(long, value_parser = parse_ttl)]
+        ttl: Duration,
+        /// Store VALUE as a raw string instead of parsing it as JSON.
+        #[arg(long)]
+        string: bool,
+    },
+    /// Exit 0 if KEY is present, 1 if not.
+    Has { key: String },
+    /// Delete the entry under KEY.
+    Delete { key: String },
+    /// Drop every entry depending on any DEP; print how many were dropped.
+    Invalidate {
+        #[arg(required = true)]
+        deps: Vec<Dep>,
+    },
+    /// The dependencies of the entry under KEY, one a line.
+    Deps { key: String },
+    /// The keys of the live entries that depend on DEP, one a line.
+    Dependents { dep: Dep },
+    /// Entries, index keys, index members, garbage, and memory used by the prefix.
+    Stats,
+    /// Reclaim index garbage, in bounded batches.
+    Prune,
+}
+
+/// A duration like `90s`, `5m`, `1h`; zero is refused.
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(text).map_err(|e| format!("{e} (use e.g. 90s, 5m, 1h)"))?;
+    if ttl.is_zero() {
+        return Err("the TTL must be above zero".to_owned());
+    }
+    Ok(ttl)
+}
+
+/// The URL with its password replaced by `***`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => format!("{scheme}://{userinfo}@{host}"),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// A failure: one line on stderr and exit code 2.
+struct Failure(String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Failure(error.to_string())
+    }
+}
+
+/// What a command ends with.
+enum Outcome {
+    Success,
+    /// Missing or absent: exit code 1.
+    NotFound,
+}
+
+fn print_json(value: serde_json::Value) {
+    println!("{value}");
+}
+
+fn progress_bar(message: &'static str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.set_message(message);
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+async fn run(cli: Cli) -> Result<Outcome, Failure> {
+    let backend = RedisBackend::builder(&cli.redis, &cli.prefix)
+        .auto_prune(None)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .await
+        .map_err(|e| Failure(format!("cannot use Redis at {}: {e}", redact(&cli.redis))))?;
+    let json = cli.json;
+    match cli.command {
+        Command::Get { key } => match backend.get(&key).await? {
+            None => {
+                if json {
+                    print_json(json!({ "key": key, "found": false }));
+                } else {
+                    eprintln!("not in cache");
+                }
+                return Ok(Outcome::NotFound);
+            }
+            Some(encoded) => {
+                let text = String::from_utf8_lossy(&encoded.bytes).into_owned();
+                if json {
+                    let value = match encoded.format {
+                        Format::Json => serde_json::from_str(&text)?,
+                        _ => serde_json::Value::String(text),
+                    };
+                    print_json(json!({ "key": key, "found": true, "value": value }));
+                } else {
+                    println!("{text}");
+                }
+            }
+        },
+        Command::Put {
+            key,
+            value,
+            mut deps,
+            ttl,
+            string,
+        } => {
+            let encoded = if string {
+                Encoded::encode(&key, &value)?
+            } else {
+                let parsed: serde_json::Value = serde_json::from_str(&value).map_err(|e| {
+                    Failure(format!(
+                        "VALUE is not JSON ({e}); pass --string to store it as text"
+                    ))
+                })?;
+                Encoded::encode(&key, &parsed)?
+            };
+            deps.sort();
+            deps.dedup();
+            backend.put(&key, encoded, &deps, ttl).await?;
+            if json {
+                print_json(
+                    json!({ "key": key, "stored": true, "deps": deps, "ttl_ms": ttl.as_millis() as u64 }),
+                );
+            } else {
+                println!("stored {key}");
+            }
+        }
+        Command::Has { key } => {
+            let present = backend.has(&key).await?;
+            if json {
+                print_json(json!({ "key": key, "present": present }));
+            }
+            if !present {
+                return Ok(Outcome::NotFound);
+            }
+        }
+        Command::Delete { key } => {
+            let existed = backend.delete(&key).await?;
+            if json {
+                print_json(json!({ "key": key, "deleted": existed }));
+            } else if existed {
+                println!("deleted {key}");
+            } else {
+                println!("{key} was not in cache");
+            }
+        }
+        Command::Invalidate { mut deps } => {
+            deps.sort();
+            deps.dedup();
+            let dropped = backend.invalidate(&deps).await?;
+            if json {
+                print_json(json!({ "deps": deps, "dropped": dropped }));
+            } else {
+                println!("{dropped}");
+            }
+        }
+        Command::Deps { key } => match backend.deps(&key).await? {
+            None => {
+                if json {
+                    print_json(json!({ "key": key, "found": false }));
+                } else {
+                    eprintln!("not in cache");
+                }
+                return Ok(Outcome::NotFound);
+            }
+            Some(deps) => {
+                if json {
+                    print_json(json!({ "key": key, "found": true, "deps": deps }));
+                } else {
+                    for dep in deps {
+                        println!("{dep}");
+                    }
+                }
+            }
+        },
+        Command::Dependents { dep } => {
+            let keys = backend.dependents(&dep).await?;
+            if json {
+                print_json(json!({ "dep": dep, "keys": keys }));
+            } else {
+                for key in keys {
+                    println!("{key}");
+                }
+            }
+        }
+        Command::Stats => {
+            let bar = progress_bar("counting");
+            let stats = backend
+                .prefix_stats(|s| bar.set_message(format!("counting: {} keys", s.keys_visited)))
+                .await?;
+            bar.finish_and_clear();
+            if json {
+                print_json(serde_json::to_value(stats)?);
+            } else {
+                println!("entries        {}", stats.entries);
+                println!("index keys     {}", stats.index_keys);
+                println!("index members  {}", stats.index_members);
+                println!("garbage        {}", stats.garbage);
+                println!("memory bytes   {}", stats.memory_bytes);
+            }
+        }
+        Command::Prune => {
+            let bar = progress_bar("pruning");
+            let report = backend
+                .prune_with_progress(|r| {
+                    bar.set_message(format!(
+                        "pruning: {} indexes, {} members, {} removed",
+                        r.indexes, r.members, r.removed
+                    ))
+                })
+                .await?;
+            bar.finish_and_clear();
+            if json {
+                print_json(json!({
+                    "indexes": report.indexes,
+                    "members": report.members,
+                    "removed": report.removed,
+                }));
+            } else {
+                println!(
+                    "pruned {} indexes: {} members visited, {} removed",
+                    report.indexes, report.members, report.removed
+                );
+            }
+        }
+    }
+    Ok(Outcome::Success)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                error.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+            ) {
+                let _ = error.print();
+                return ExitCode::SUCCESS;
+            }
+            // One line: clap's first line names the argument and the problem.
+            let rendered = error.render().to_string();
+            let line = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{line}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli).await {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::NotFound) => ExitCode::from(1),
+        Err(Failure(message)) => {
+            let line = message.lines().next().unwrap_or("failed");
+            eprintln!("error: {line}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! The real `matroska` binary against a real, password-protected redis-server.
+
+use assert_cmd::Command;
+use matroska_test_support::RedisServer;
+
+const PASSWORD: &str = "pa55:w/rd";
+
+struct Fixture {
+    server: RedisServer,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Fixture {
+            server: RedisServer::builder().password(PASSWORD).start(),
+        }
+    }
+
+    /// `matroska` with the server's URL and a prefix in the environment.
+    fn matroska(&self) -> Command {
+        let mut cmd = Command::cargo_bin("matroska").unwrap();
+        cmd.env("MATROSKA_REDIS_URL", self.server.url())
+            .env("MATROSKA_PREFIX", "app");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let output = self.matroska().args(args).output().unwrap();
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8(output.stdout).unwrap(),
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    }
+}
+
+#[test]
+fn put_get_has_deps_dependents_invalidate() {
+    let f = Fixture::new();
+    let (code, out, _) = f.run(&[
+        "put",
+        "list",
+        r#"[1,2]"#,
+        "--dep",
+        "id:article:1",
+        "--dep",
+        r"tag:a\:b",
+        "--ttl",
+        "5m",
+    ]);
+    assert_eq!((code, out.as_str()), (0, "stored list\n"));
+    f.run(&[
+        "put",
+        "page",
+        "<h1>Hi</h1>",
+        "--string",
+        "--dep",
+        "id:article:1",
+        "--ttl",
+        "90s",
+    ]);
+
+    assert_eq!(
+        f.run(&["get", "list"]),
+        (0, "[1,2]\n".into(), String::new())
+    );
+    assert_eq!(f.run(&["get", "page"]).1, "<h1>Hi</h1>\n");
+    assert_eq!(f.run(&["has", "list"]).0, 0);
+    assert_eq!(f.run(&["deps", "list"]).1, "id:article:1\ntag:a\\:b\n");
+    assert_eq!(f.run(&["dependents", "id:article:1"]).1, "list\npage\n");
+    assert_eq!(f.run(&["invalidate", "id:article:1"]).1, "2\n");
+
+    let (code, out, err) = f.run(&["get", "list"]);
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (1, "", "not in cache\n")
+    );
+    assert_eq!(f.run(&["has", "list"]).0, 1);
+    assert_eq!(f.run(&["deps", "list"]).0, 1);
+}
+
+#[test]
+fn what_the_cli_writes_the_library_reads() {
+    let f = Fixture::new();
+    f.run(&["put", "n", "42", "--dep", "tag:t", "--ttl", "1h"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let cache = matroska_cache::MatroskaCache::redis(&f.server.url(), "app")
+            .await
+            .unwrap();
+        assert_eq!(cache.get::<u32>("n").await.unwrap(), Some(42));
+        cache
+            .put(
+                "from-lib",
+                "text",
+                [matroska_cache::dep::tag("t")],
+                std::time::Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+    });
+    assert_eq!(f.run(&["get", "from-lib"]).1, "text\n");
+    assert_eq!(f.run(&["invalidate", "tag:t"]).1, "2\n");
+}
+
+#[test]
+fn json_output_for_every_command() {
+    let f = Fixture::new();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let (_, out, _) = f.run(&all);
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{args:?}: {e}: {out:?}"))
+    };
+    assert_eq!(
+        json(&["put", "k", r#"{"a":1}"#, "--dep", "tag:t", "--ttl", "1m"])["stored"],
+        true
+    );
+    assert_eq!(json(&["get", "k"])["value"]["a"], 1);
+    assert_eq!(json(&["get", "nope"])["found"], false);
+    assert_eq!(json(&["has", "k"])["present"], true);
+    assert_eq!(json(&["deps", "k"])["deps"][0], "tag:t");
+    assert_eq!(json(&["dependents", "tag:t"])["keys"][0], "k");
+    let stats = json(&["stats"]);
+    assert_eq!(
+        (stats["entries"].as_u64(), stats["index_keys"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(stats["memory_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(json(&["invalidate", "tag:t"])["dropped"], 1);
+    assert_eq!(json(&["delete", "k"])["deleted"], false);
+    assert_eq!(json(&["prune"])["removed"], 0);
+}
+
+#[test]
+fn stats_and_prune_see_garbage() {
+    let f = Fixture::new();
+    for i in 0..5 {
+        f.run(&[
+            "put",
+            &format!("k{i}"),
+            "1",
+            "--dep",
+            "tag:all",
+            "--ttl",
+            "1m",
+        ]);
+    }
+    f.run(&["delete", "k0"]);
+    f.run(&["delete", "k1"]);
+    let (_, out, _) = f.run(&["stats"]);
+    assert!(out.contains("entries        3"), "{out}");
+    assert!(out.contains("garbage        2"), "{out}");
+    let (code, out, _) = f.run(&["prune"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("2 removed"), "{out}");
+    assert!(f.run(&["stats"]).1.contains("garbage        0"));
+}
+
+#[test]
+fn errors_are_one_line_with_a_nonzero_exit_and_no_password() {
+    let f = Fixture::new();
+    let unreachable = {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        format!("redis://:{}@127.0.0.1:{port}/", "hunter2")
+    };
+    let wrong_password = format!("redis://:hunter2@127.0.0.1:{}/", f.server.port());
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--redis", &unreachable, "get", "k"],
+            "cannot use Redis",
+        ),
+        (
+            vec!["--redis", &wrong_password, "get", "k"],
+            "cannot use Redis",
+        ),
+        (
+            vec!["--redis", "not a url", "get", "k"],
+            "invalid Redis URL",
+        ),
+        (vec!["invalidate", "nokind"], "invalid dependency"),
+        (
+            vec!["put", "k", "1", "--dep", r"tag:a\x", "--ttl", "1m"],
+            "invalid dependency",
+        ),
+        (vec!["put", "k", "1", "--ttl", "soon"], "--ttl"),
+        (vec!["put", "k", "1", "--ttl", "0s"], "above zero"),
+        (vec!["put", "k", "not json", "--ttl", "1m"], "--string"),
+        (vec!["frobnicate"], "unrecognized subcommand"),
+    ];
+    for (args, expected) in cases {
+        let (code, out, err) = f.run(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert_eq!(out, "", "{args:?}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: not one line: {err:?}");
+        assert!(
+            err.contains(expected),
+            "{args:?}: {err:?} lacks {expected:?}"
+        );
+        assert!(
+            !err.contains("hunter2") && !err.contains(PASSWORD),
+            "{args:?}: password printed: {err}"
+        );
+    }
+}
