@@ -5,7 +5,7 @@
 
 use redis::Pipeline;
 
-use super::RedisBackend;
+use super::{parse_members, RedisBackend};
 use crate::backend::PruneReport;
 use crate::dep::Dep;
 use crate::error::Result;
@@ -42,6 +42,48 @@ impl RedisBackend {
                 .query_async(&mut conn),
         )
         .await
+    }
+
+    /// The first `HSCAN` page of each of `indexes`, in one round trip: most indexes (one per
+    /// object) have a handful of members, and one round trip per index would make walking a
+    /// large cache take minutes.
+    async fn first_pages(&self, indexes: &[String]) -> Result<Vec<(u64, Vec<(String, u64)>)>> {
+        let mut pipe = Pipeline::with_capacity(indexes.len());
+        for index in indexes {
+            pipe.cmd("HSCAN")
+                .arg(index)
+                .arg(0)
+                .arg("COUNT")
+                .arg(self.batch_size);
+        }
+        let mut conn = self.conn.clone();
+        let pages: Vec<(u64, Vec<Vec<u8>>)> = self.round_trip(pipe.query_async(&mut conn)).await?;
+        Ok(pages
+            .into_iter()
+            .map(|(cursor, flat)| (cursor, parse_members(flat)))
+            .collect())
+    }
+
+    /// Calls `visit` with every page of members of every index in `indexes`: first pages
+    /// pipelined, the rest of a large index one `HSCAN` at a time.
+    async fn index_pages<'a>(
+        &self,
+        indexes: &'a [String],
+        mut visit: impl FnMut(&'a str, Vec<(String, u64)>),
+    ) -> Result<()> {
+        if indexes.is_empty() {
+            return Ok(());
+        }
+        let pages = self.first_pages(indexes).await?;
+        for (index, (mut cursor, members)) in indexes.iter().zip(pages) {
+            visit(index, members);
+            while cursor != 0 {
+                let (next, members) = self.scan_index(index, cursor).await?;
+                visit(index, members);
+                cursor = next;
+            }
+        }
+        Ok(())
     }
 
     /// Which of `members` (cache key, generation) still name a live entry.
@@ -103,28 +145,23 @@ impl RedisBackend {
                 let sizes: Vec<Option<u64>> = self.round_trip(pipe.query_async(&mut conn)).await?;
                 stats.memory_bytes += sizes.into_iter().flatten().sum::<u64>();
             }
-            for key in &keys {
+            let mut indexes = Vec::new();
+            for key in keys {
                 stats.keys_visited += 1;
-                match self.keys.kind_of(key) {
+                match self.keys.kind_of(&key) {
                     Some("d") => stats.entries += 1,
-                    Some("r") => {
-                        stats.index_keys += 1;
-                        let mut member_cursor = 0;
-                        loop {
-                            let (next, members) = self.scan_index(key, member_cursor).await?;
-                            stats.index_members += members.len() as u64;
-                            if !members.is_empty() {
-                                let live = self.live(&members).await?;
-                                stats.garbage += live.iter().filter(|l| !**l).count() as u64;
-                            }
-                            member_cursor = next;
-                            if member_cursor == 0 {
-                                break;
-                            }
-                        }
-                    }
+                    Some("r") => indexes.push(key),
                     _ => {}
                 }
+            }
+            stats.index_keys += indexes.len() as u64;
+            let mut members = Vec::new();
+            self.index_pages(&indexes, |_, page| members.extend(page))
+                .await?;
+            stats.index_members += members.len() as u64;
+            for chunk in members.chunks(self.batch_size) {
+                let live = self.live(chunk).await?;
+                stats.garbage += live.iter().filter(|l| !**l).count() as u64;
             }
             progress(&stats);
             cursor = next;
@@ -145,25 +182,32 @@ impl RedisBackend {
         let mut cursor = 0u64;
         loop {
             let (next, index_keys) = self.scan_keys("r", cursor).await?;
-            for index in index_keys {
-                report.indexes += 1;
-                let mut index_cursor = 0;
-                loop {
-                    let (next_member, members) = self.scan_index(&index, index_cursor).await?;
-                    report.members += members.len() as u64;
-                    let batch: Vec<(String, String)> = members
-                        .into_iter()
-                        .map(|(k, g)| (k, g.to_string()))
-                        .collect();
-                    // Once per page even if it holds no member: the script also retires
-                    // indexes left with nothing but old invalidation marks.
-                    report.removed += self.prune_batch(&index, &batch).await?;
+            report.indexes += index_keys.len() as u64;
+            // Every index goes to the script, even with no member: it also retires indexes
+            // left with nothing but old invalidation marks. Batches hold at most `batch_size`
+            // members, and at most `batch_size` indexes.
+            let mut pages: Vec<(&str, Vec<(String, u64)>)> = Vec::new();
+            self.index_pages(&index_keys, |index, members| pages.push((index, members)))
+                .await?;
+            let mut batch: Vec<(&str, Vec<(String, u64)>)> = Vec::new();
+            let mut batch_members = 0;
+            for (index, members) in pages {
+                report.members += members.len() as u64;
+                if !batch.is_empty()
+                    && (batch_members + members.len() > self.batch_size
+                        || batch.len() >= self.batch_size)
+                {
+                    report.removed += self.prune_batch(&batch).await?;
                     progress(&report);
-                    index_cursor = next_member;
-                    if index_cursor == 0 {
-                        break;
-                    }
+                    batch.clear();
+                    batch_members = 0;
                 }
+                batch_members += members.len();
+                batch.push((index, members));
+            }
+            if !batch.is_empty() {
+                report.removed += self.prune_batch(&batch).await?;
+                progress(&report);
             }
             cursor = next;
             if cursor == 0 {

@@ -441,13 +441,21 @@ impl RedisBackend {
     }
 
     /// Removes the members of one batch from `index` whose entries are gone.
-    async fn prune_batch(&self, index: &str, batch: &[(String, String)]) -> Result<u64> {
+    /// Prunes `indexes` (each with the members to check) in one atomic step: removes members
+    /// whose entries are gone and retires indexes left with only old marks.
+    async fn prune_batch(&self, indexes: &[(&str, Vec<(String, u64)>)]) -> Result<u64> {
         let mut invocation = PRUNE.prepare_invoke();
+        for (index, _) in indexes {
+            invocation.key(*index);
+        }
         invocation
-            .key(index)
+            .arg(indexes.len())
             .arg(self.max_ticket_age.as_millis() as u64);
-        for (key, generation) in batch {
-            invocation.key(self.keys.data(key)).arg(key).arg(generation);
+        for (position, (_, members)) in indexes.iter().enumerate() {
+            for (key, generation) in members {
+                invocation.key(self.keys.data(key));
+                invocation.arg(position + 1).arg(key).arg(generation);
+            }
         }
         let mut conn = self.conn.clone();
         self.round_trip(invocation.invoke_async(&mut conn)).await
