@@ -118,6 +118,16 @@ fn print_json(value: serde_json::Value) {
     println!("{value}");
 }
 
+/// Reports a missing key: `"not in cache"` on stderr, or `found: false` in JSON.
+fn not_in_cache(json: bool, key: &str) -> Outcome {
+    if json {
+        print_json(json!({ "key": key, "found": false }));
+    } else {
+        eprintln!("not in cache");
+    }
+    Outcome::NotFound
+}
+
 fn progress_bar(message: &'static str) -> ProgressBar {
     let bar = ProgressBar::new_spinner();
     bar.set_style(
@@ -139,14 +149,7 @@ async fn run(cli: Cli) -> Result<Outcome, Failure> {
     let json = cli.json;
     match cli.command {
         Command::Get { key } => match backend.get(&key).await? {
-            None => {
-                if json {
-                    print_json(json!({ "key": key, "found": false }));
-                } else {
-                    eprintln!("not in cache");
-                }
-                return Ok(Outcome::NotFound);
-            }
+            None => return Ok(not_in_cache(json, &key)),
             Some(encoded) => {
                 let text = String::from_utf8_lossy(&encoded.bytes).into_owned();
                 if json {
@@ -218,14 +221,7 @@ async fn run(cli: Cli) -> Result<Outcome, Failure> {
             }
         }
         Command::Deps { key } => match backend.deps(&key).await? {
-            None => {
-                if json {
-                    print_json(json!({ "key": key, "found": false }));
-                } else {
-                    eprintln!("not in cache");
-                }
-                return Ok(Outcome::NotFound);
-            }
+            None => return Ok(not_in_cache(json, &key)),
             Some(deps) => {
                 if json {
                     print_json(json!({ "key": key, "found": true, "deps": deps }));
