@@ -77,7 +77,11 @@ fn print(name: &str, tasks: usize, ours: Row, base: Row, baseline: &str) {
 }
 
 fn deps(i: usize) -> [matroska_cache::Dep; 3] {
-    [dep::id("article", i), dep::id("author", i % 100), dep::tag("list")]
+    [
+        dep::id("article", i),
+        dep::id("author", i % 100),
+        dep::tag("list"),
+    ]
 }
 
 #[tokio::main]
@@ -151,7 +155,12 @@ async fn main() {
     }
 
     // Memory backend vs moka directly.
-    let memory = MatroskaCache::new(MemoryBackend::builder().max_entries(1_000_000).build().unwrap());
+    let memory = MatroskaCache::new(
+        MemoryBackend::builder()
+            .max_entries(1_000_000)
+            .build()
+            .unwrap(),
+    );
     let moka: moka::sync::Cache<String, Arc<[u8]>> = moka::sync::Cache::new(1_000_000);
     for tasks in [1, 2] {
         let (c, v) = (memory.clone(), value.clone());
