@@ -84,10 +84,39 @@ fn deps(i: usize) -> [matroska_cache::Dep; 3] {
     ]
 }
 
+/// Our `put` of a 300-byte value with 3 dependencies, on any backend.
+async fn put_with_deps(cache: &MatroskaCache, tasks: usize) -> Row {
+    let cache = cache.clone();
+    let value = "v".repeat(VALUE_LEN);
+    measure(tasks, move |i| {
+        let (cache, value) = (cache.clone(), value.clone());
+        async move {
+            let ttl = Duration::from_secs(600);
+            cache
+                .put(&format!("k{i}"), &value, deps(i), ttl)
+                .await
+                .unwrap()
+        }
+    })
+    .await
+}
+
+/// Our `get` of keys `put_with_deps` stored, on any backend.
+async fn get_hits(cache: &MatroskaCache, tasks: usize) -> Row {
+    let cache = cache.clone();
+    measure(tasks, move |i| {
+        let cache = cache.clone();
+        async move {
+            let hit: Option<String> = cache.get(&format!("k{}", i % 1000)).await.unwrap();
+            assert!(hit.is_some());
+        }
+    })
+    .await
+}
+
 #[tokio::main]
 async fn main() {
     let value = "v".repeat(VALUE_LEN);
-    let ttl = Duration::from_secs(600);
     println!("| operation | tasks | ours | p50 | p99 | baseline | baseline | p50 | p99 | ratio |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
 
@@ -106,12 +135,7 @@ async fn main() {
         .await
         .unwrap();
     for tasks in [1, 32] {
-        let (c, v) = (cache.clone(), value.clone());
-        let ours = measure(tasks, move |i| {
-            let (c, v) = (c.clone(), v.clone());
-            async move { c.put(&format!("k{i}"), &v, deps(i), ttl).await.unwrap() }
-        })
-        .await;
+        let ours = put_with_deps(&cache, tasks).await;
         let (r, v) = (raw.clone(), value.clone());
         let base = measure(tasks, move |i| {
             let (mut r, v) = (r.clone(), v.clone());
@@ -129,15 +153,7 @@ async fn main() {
         .await;
         print("redis put, 3 deps, 300 B", tasks, ours, base, "SET PX");
 
-        let c = cache.clone();
-        let ours = measure(tasks, move |i| {
-            let c = c.clone();
-            async move {
-                let hit: Option<String> = c.get(&format!("k{}", i % 1000)).await.unwrap();
-                assert!(hit.is_some());
-            }
-        })
-        .await;
+        let ours = get_hits(&cache, tasks).await;
         let r = raw.clone();
         let base = measure(tasks, move |i| {
             let mut r = r.clone();
@@ -163,12 +179,7 @@ async fn main() {
     );
     let moka: moka::sync::Cache<String, Arc<[u8]>> = moka::sync::Cache::new(1_000_000);
     for tasks in [1, 2] {
-        let (c, v) = (memory.clone(), value.clone());
-        let ours = measure(tasks, move |i| {
-            let (c, v) = (c.clone(), v.clone());
-            async move { c.put(&format!("k{i}"), &v, deps(i), ttl).await.unwrap() }
-        })
-        .await;
+        let ours = put_with_deps(&memory, tasks).await;
         let (m, v) = (moka.clone(), Arc::<[u8]>::from(value.as_bytes()));
         let base = measure(tasks, move |i| {
             let (m, v) = (m.clone(), Arc::clone(&v));
@@ -177,15 +188,7 @@ async fn main() {
         .await;
         print("memory put, 3 deps", tasks, ours, base, "moka insert");
 
-        let c = memory.clone();
-        let ours = measure(tasks, move |i| {
-            let c = c.clone();
-            async move {
-                let hit: Option<String> = c.get(&format!("k{}", i % 1000)).await.unwrap();
-                assert!(hit.is_some());
-            }
-        })
-        .await;
+        let ours = get_hits(&memory, tasks).await;
         let m = moka.clone();
         let base = measure(tasks, move |i| {
             let m = m.clone();
