@@ -5,6 +5,7 @@ mod support;
 
 use std::time::Duration;
 
+use matroska_cache::backend::redis::StoredEntry;
 use matroska_cache::{dep, Error, MatroskaCache, RedisBackend};
 use matroska_test_support::RedisServer;
 use redis::Commands;
@@ -178,11 +179,12 @@ async fn small_maxmemory_evicts_entries_but_never_an_index() {
     assert!(!live.is_empty());
     for entry in &live {
         let key = entry.strip_prefix("{p}:d:").unwrap();
-        let generation: Option<String> = conn.hget(entry, "g").unwrap();
-        let Some(generation) = generation else {
+        let stored: Option<Vec<u8>> = conn.get(entry).unwrap();
+        let Some(stored) = stored else {
             continue;
         }; // evicted meanwhile
-        let member: Option<String> = conn.hget("{p}:r:tag:all", key).unwrap();
+        let generation = StoredEntry::parse(key, &stored).unwrap().generation;
+        let member: Option<u64> = conn.hget("{p}:r:tag:all", key).unwrap();
         assert_eq!(member, Some(generation), "{entry} is not indexed");
     }
     // ...so invalidation drops all of them (Redis may evict a few more meanwhile).
@@ -356,13 +358,18 @@ async fn storage_layout_is_readable() {
         .await
         .unwrap();
     let mut conn = server.connection();
-    let v: String = conn.hget("{cache}:d:greeting", "v").unwrap();
-    let f: String = conn.hget("{cache}:d:greeting", "f").unwrap();
-    assert_eq!((v.as_str(), f.as_str()), ("hello", "s"));
-    let v: String = conn.hget("{cache}:d:list", "v").unwrap();
-    let d: String = conn.hget("{cache}:d:list", "d").unwrap();
-    assert_eq!(v, "[1,2]");
-    assert_eq!(d, r#"["id:article:1","tag:home"]"#);
+    // Generation (20 digits), format tag, length of the dependency list (10 digits), the
+    // list, the value.
+    let greeting: String = conn.get("{cache}:d:greeting").unwrap();
+    assert_eq!(&greeting[20..], r#"s0000000016["id:article:1"]hello"#);
+    let list: String = conn.get("{cache}:d:list").unwrap();
+    assert_eq!(
+        &list[20..],
+        r#"j0000000027["id:article:1","tag:home"][1,2]"#
+    );
+    let entry = StoredEntry::parse("list", list.as_bytes()).unwrap();
+    assert_eq!(entry.generation, list[..20].parse::<u64>().unwrap());
+    assert_eq!(entry.value, b"[1,2]");
     let ttl: i64 = conn.pttl("{cache}:d:list").unwrap();
     assert!(ttl > 0 && ttl <= 60_000);
     let members: Vec<String> = conn.hkeys("{cache}:r:id:article:1").unwrap();
@@ -399,20 +406,12 @@ async fn every_entry_is_indexed_under_its_generation() {
     let entries: Vec<String> = conn.keys("{p}:d:*").unwrap();
     assert!(!entries.is_empty());
     for entry in entries {
-        let (generation, deps): (String, String) = redis::cmd("HMGET")
-            .arg(&entry)
-            .arg("g")
-            .arg("d")
-            .query(&mut conn)
-            .unwrap();
+        let stored: Vec<u8> = conn.get(&entry).unwrap();
         let key = entry.strip_prefix("{p}:d:").unwrap();
-        for dep in serde_json::from_str::<Vec<String>>(&deps).unwrap() {
-            let member: Option<String> = conn.hget(format!("{{p}}:r:{dep}"), key).unwrap();
-            assert_eq!(
-                member.as_deref(),
-                Some(generation.as_str()),
-                "{entry} under {dep}"
-            );
+        let stored = StoredEntry::parse(key, &stored).unwrap();
+        for dep in serde_json::from_str::<Vec<String>>(stored.deps_json).unwrap() {
+            let member: Option<u64> = conn.hget(format!("{{p}}:r:{dep}"), key).unwrap();
+            assert_eq!(member, Some(stored.generation), "{entry} under {dep}");
         }
     }
 }

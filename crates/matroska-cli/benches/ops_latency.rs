@@ -26,9 +26,8 @@ fn measure(server: &RedisServer, op: impl FnOnce() -> bool) -> (Duration, bool, 
             let mut latencies = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let start = Instant::now();
-                let _: Option<Vec<u8>> = redis::cmd("HGET")
+                let _: Option<Vec<u8>> = redis::cmd("GET")
                     .arg("{bench}:d:probe")
-                    .arg("v")
                     .query(&mut conn)
                     .unwrap();
                 latencies.push(start.elapsed());

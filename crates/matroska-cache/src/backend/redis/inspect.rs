@@ -90,14 +90,17 @@ impl RedisBackend {
     async fn live(&self, members: &[(String, u64)]) -> Result<Vec<bool>> {
         let mut pipe = Pipeline::with_capacity(members.len());
         for (key, _) in members {
-            pipe.cmd("HGET").arg(self.keys.data(key)).arg("g");
+            pipe.cmd("GETRANGE")
+                .arg(self.keys.data(key))
+                .arg(0)
+                .arg(super::entry::GENERATION_WIDTH - 1);
         }
         let mut conn = self.conn.clone();
-        let generations: Vec<Option<u64>> = self.round_trip(pipe.query_async(&mut conn)).await?;
+        let generations: Vec<String> = self.round_trip(pipe.query_async(&mut conn)).await?;
         Ok(members
             .iter()
             .zip(generations)
-            .map(|((_, member), entry)| entry == Some(*member))
+            .map(|((_, member), entry)| entry.parse::<u64>().ok() == Some(*member))
             .collect())
     }
 

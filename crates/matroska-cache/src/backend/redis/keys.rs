@@ -1,7 +1,7 @@
 //! The Redis key layout of one prefix.
 //!
 //! ```text
-//! {<prefix>}:d:<key>     hash: the entry  v = value, f = format tag, g = generation, d = deps (JSON)
+//! {<prefix>}:d:<key>     string: the entry, generation and dependencies in front of the value (entry.rs)
 //! {<prefix>}:r:<dep>     hash: the reverse index of one dependency  <key> = generation,
 //!                        plus invalidation marks under three non-UTF-8 field names
 //! {<prefix>}:l:<key>     string: the lease on computing <key>, with a TTL
@@ -120,7 +120,7 @@ impl KeySpace {
             .ok()
     }
 
-    /// The cache key of the entry hash `redis_key`, if it is an entry of this prefix.
+    /// The cache key of the entry `redis_key`, if it is an entry of this prefix.
     #[cfg(test)]
     pub(crate) fn key_of_data<'a>(&self, redis_key: &'a str) -> Option<&'a str> {
         redis_key.strip_prefix(&self.tag)?.strip_prefix(":d:")

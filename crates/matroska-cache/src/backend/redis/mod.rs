@@ -2,17 +2,18 @@
 //! process.
 //!
 //! Key layout: see the crate README and the private `keys` module. In short, each entry
-//! is one hash with a TTL, each dependency one index hash `cache key -> generation` without a
+//! is one string with a TTL (its generation, format and dependencies in front of the value:
+//! [`StoredEntry`]), each dependency one index hash `cache key -> generation` without a
 //! TTL, and every key of a prefix shares the prefix as its Redis Cluster hash tag.
 //!
 //! | operation | round trips | how |
 //! | --- | --- | --- |
-//! | `get` | 1 | `HMGET` |
+//! | `get` | 1 | `GET` |
 //! | `has` | 1 | `EXISTS` |
 //! | `put` | 1 | `put.lua`: entry and index members together |
 //! | `delete` | 1 | `UNLINK` (index members reclaimed later) |
 //! | `invalidate` | 2 for up to `batch_size` dependents | `invalidate.lua`, then `drop.lua` |
-//! | | 1 + 2 per `batch_size` beyond that | `HSCAN` and `drop.lua` per batch |
+//! | | 2 + 1 per `batch_size` beyond that | `HSCAN` of the next page pipelined with `drop.lua` of the last |
 //!
 //! Up to `batch_size` dependents (1,000 by default) an invalidation is atomic: its dependents
 //! disappear together. Beyond that they are dropped in atomic batches so that Redis is never
@@ -32,6 +33,7 @@
 //! the rest, so after a prune the index holds only live entries. A background task prunes
 //! every ten minutes by default ([`RedisBackendBuilder::auto_prune`]).
 
+mod entry;
 mod inspect;
 mod keys;
 
@@ -43,11 +45,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use tracing::{debug, warn};
 
+pub use entry::StoredEntry;
 pub use inspect::PrefixStats;
 pub(crate) use keys::KeySpace;
 
 use super::{Backend, Fenced, PruneReport, Ticket, DEFAULT_MAX_TICKET_AGE};
-use crate::codec::{Encoded, Format};
+use crate::codec::Encoded;
 use crate::dep::Dep;
 use crate::error::{Error, Result};
 
@@ -377,27 +380,24 @@ impl RedisBackend {
         let mut invocation = PUT.prepare_invoke();
         invocation
             .key(self.keys.sequence())
-            .key(self.keys.data(key))
-            .key(self.keys.lease(key))
-            .key(self.keys.epoch());
+            .key(self.keys.data(key));
         for dep in deps {
             invocation.key(self.keys.index(dep));
         }
         invocation
             .arg(key)
             .arg(ttl)
-            .arg(value.format.tag())
-            .arg(&value.bytes[..])
-            .arg(deps_json(deps));
-        match fence {
-            Some((ticket, holder)) => invocation
+            .arg(entry::tail(&value, &deps_json(deps)));
+        if let Some((ticket, holder)) = fence {
+            invocation
+                .key(self.keys.lease(key))
+                .key(self.keys.epoch())
                 .arg(ticket.seq())
                 .arg(ticket.time_ms())
                 .arg(self.max_ticket_age.as_millis() as u64)
                 .arg(holder.map(|h| h.to_string()).unwrap_or_default())
-                .arg(ticket.epoch()),
-            None => invocation.arg("").arg(0).arg(0).arg("").arg(0),
-        };
+                .arg(ticket.epoch());
+        }
         let mut conn = self.conn.clone();
         let outcome: i8 = self.round_trip(invocation.invoke_async(&mut conn)).await?;
         Ok(match outcome {
@@ -415,7 +415,8 @@ impl RedisBackend {
         (self.timeout * 5).max(Duration::from_secs(1)).as_millis() as u64
     }
 
-    /// Drops one batch of `(index position, cache key, generation)` members; with `finish`,
+    /// Drops one batch of `(index position, cache key, generation)` members (the generation
+    /// formatted as entries store it: 20 digits); with `finish`,
     /// ends the invalidation in the same step.
     async fn drop_batch(
         &self,
@@ -513,32 +514,23 @@ fn parse_deps(key: &str, json: &str) -> Result<Vec<Dep>> {
         .collect()
 }
 
-/// The value of an entry from its `v` and `f` fields.
-fn decode_entry(
-    key: &str,
-    value: Option<Vec<u8>>,
-    format: Option<Vec<u8>>,
-) -> Result<Option<Encoded>> {
-    match (value, format) {
-        (None, None) => Ok(None),
-        (Some(bytes), Some(tag)) => match Format::from_tag(&tag) {
-            Some(format) => Ok(Some(Encoded {
-                format,
-                bytes: Bytes::from(bytes),
-            })),
-            None => Err(Error::Corrupt {
-                key: key.to_owned(),
-                detail: format!("unknown format tag {:?}", String::from_utf8_lossy(&tag)),
-            }),
+/// Parses a stored entry into its value and dependencies.
+fn decode_entry(key: &str, bytes: Vec<u8>) -> Result<(Encoded, Vec<Dep>)> {
+    let entry = StoredEntry::parse(key, &bytes)?;
+    let deps = parse_deps(key, entry.deps_json)?;
+    let start = bytes.len() - entry.value.len();
+    let format = entry.format;
+    let mut bytes = Bytes::from(bytes);
+    Ok((
+        Encoded {
+            format,
+            bytes: bytes.split_off(start),
         },
-        _ => Err(Error::Corrupt {
-            key: key.to_owned(),
-            detail: "entry hash without value or format field".to_owned(),
-        }),
-    }
+        deps,
+    ))
 }
 
-/// Milliseconds for `PEXPIRE`: at least 1, and an error if it does not fit.
+/// Milliseconds for `SET PX`: at least 1, and an error if it does not fit.
 fn ttl_millis(ttl: Duration) -> Result<u64> {
     let ms = ttl.as_nanos().div_ceil(1_000_000);
     match u64::try_from(ms) {
@@ -550,16 +542,16 @@ fn ttl_millis(ttl: Duration) -> Result<u64> {
 impl Backend for RedisBackend {
     async fn get(&self, key: &str) -> Result<Option<Encoded>> {
         let mut conn = self.conn.clone();
-        let (value, format): (Option<Vec<u8>>, Option<Vec<u8>>) = self
-            .round_trip(
-                redis::cmd("HMGET")
-                    .arg(self.keys.data(key))
-                    .arg("v")
-                    .arg("f")
-                    .query_async(&mut conn),
-            )
-            .await?;
-        decode_entry(key, value, format)
+        let stored: Option<Vec<u8>> = self.round_trip(conn.get(self.keys.data(key))).await?;
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        let entry = StoredEntry::parse(key, &stored)?;
+        let (format, start) = (entry.format, stored.len() - entry.value.len());
+        Ok(Some(Encoded {
+            format,
+            bytes: Bytes::from(stored).split_off(start),
+        }))
     }
 
     async fn has(&self, key: &str) -> Result<bool> {
@@ -573,21 +565,8 @@ impl Backend for RedisBackend {
 
     async fn get_with_deps(&self, key: &str) -> Result<Option<crate::backend::EntryWithDeps>> {
         let mut conn = self.conn.clone();
-        let (value, format, deps): (Option<Vec<u8>>, Option<Vec<u8>>, Option<String>) = self
-            .round_trip(
-                redis::cmd("HMGET")
-                    .arg(self.keys.data(key))
-                    .arg("v")
-                    .arg("f")
-                    .arg("d")
-                    .query_async(&mut conn),
-            )
-            .await?;
-        let Some(encoded) = decode_entry(key, value, format)? else {
-            return Ok(None);
-        };
-        let deps = parse_deps(key, deps.as_deref().unwrap_or("[]"))?;
-        Ok(Some((encoded, deps)))
+        let stored: Option<Vec<u8>> = self.round_trip(conn.get(self.keys.data(key))).await?;
+        stored.map(|bytes| decode_entry(key, bytes)).transpose()
     }
 
     async fn begin(&self, key: &str, lease: Option<(u64, Duration)>) -> Result<(Ticket, bool)> {
@@ -656,25 +635,33 @@ impl Backend for RedisBackend {
             Some(lists) => {
                 for (position, flat) in lists.into_iter().enumerate() {
                     for (key, generation) in parse_members(flat) {
-                        batch.push((position, key, generation.to_string()));
+                        batch.push((position, key, format!("{generation:020}")));
                     }
                 }
                 dropped += self.drop_batch(&index_keys, &batch, true).await?;
             }
-            // Large: walk each index in bounded steps, dropping one batch at a time.
+            // Large: walk each index in bounded steps, dropping one batch at a time. Each
+            // full batch travels with the next HSCAN (one round trip for both): scanning a
+            // hash while members leave it still returns every member that stays.
             None => {
                 for (position, index) in index_keys.iter().enumerate() {
                     let mut cursor = 0;
                     loop {
-                        let (next, members) = self.scan_index(index, cursor).await?;
+                        let (next, members) = if batch.len() >= self.batch_size {
+                            let full = std::mem::take(&mut batch);
+                            let (page, n) = tokio::try_join!(
+                                self.scan_index(index, cursor),
+                                self.drop_batch(&index_keys, &full, false)
+                            )?;
+                            dropped += n;
+                            page
+                        } else {
+                            self.scan_index(index, cursor).await?
+                        };
                         for (key, generation) in members {
                             if generation < mark {
-                                batch.push((position, key, generation.to_string()));
+                                batch.push((position, key, format!("{generation:020}")));
                             }
-                        }
-                        if batch.len() >= self.batch_size {
-                            dropped += self.drop_batch(&index_keys, &batch, false).await?;
-                            batch.clear();
                         }
                         cursor = next;
                         if cursor == 0 {
@@ -690,8 +677,10 @@ impl Backend for RedisBackend {
 
     async fn deps(&self, key: &str) -> Result<Option<Vec<Dep>>> {
         let mut conn = self.conn.clone();
-        let json: Option<String> = self.round_trip(conn.hget(self.keys.data(key), "d")).await?;
-        json.map(|json| parse_deps(key, &json)).transpose()
+        let stored: Option<Vec<u8>> = self.round_trip(conn.get(self.keys.data(key))).await?;
+        stored
+            .map(|bytes| decode_entry(key, bytes).map(|(_, deps)| deps))
+            .transpose()
     }
 
     async fn prune(&self) -> Result<PruneReport> {

@@ -6,7 +6,7 @@
 -- with no member and invalidation marks older than any usable ticket.
 --
 -- KEYS[1..n]   index hashes (n = ARGV[1])
--- KEYS[n+1..]  one entry hash per member
+-- KEYS[n+1..]  one entry per member
 -- ARGV[1]      n
 -- ARGV[2]      the maximum ticket age (ms)
 -- ARGV[3..]    one triple per member: index position (1..n), cache key, generation
@@ -18,7 +18,7 @@ for m = 1, #KEYS - n do
     local a = 3 + (m - 1) * 3
     local index = KEYS[tonumber(ARGV[a])]
     local field, gen = ARGV[a + 1], ARGV[a + 2]
-    if redis.call('HGET', KEYS[n + m], 'g') ~= gen and redis.call('HGET', index, field) == gen then
+    if redis.call('GETRANGE', KEYS[n + m], 0, 19) ~= string.rep('0', 20 - #gen) .. gen and redis.call('HGET', index, field) == gen then
         redis.call('HDEL', index, field)
         removed = removed + 1
     end
