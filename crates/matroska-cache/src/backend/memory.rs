@@ -43,8 +43,12 @@ const YIELD_EVERY: usize = 1_000;
 /// Bytes counted per entry on top of its key, value and dependencies.
 const ENTRY_OVERHEAD: u64 = 96;
 
+/// The hasher of every map here: keyed per process like std's SipHash (hostile keys cannot
+/// aim for collisions), and several times faster on the short keys a cache sees.
+type Hasher = ahash::RandomState;
+
 /// `dep -> key -> generation`.
-type Index = DashMap<Dep, HashMap<Arc<str>, u64>>;
+type Index = DashMap<Dep, HashMap<Arc<str>, u64, Hasher>, Hasher>;
 
 /// `(key, generation)` pairs copied out of one index.
 type Members = Vec<(Arc<str>, u64)>;
@@ -122,10 +126,10 @@ fn unlink(index: &Index, dep: &Dep, key: &str, generation: u64) {
 /// ```
 #[derive(Clone)]
 pub struct MemoryBackend {
-    entries: Cache<Arc<str>, Arc<Entry>>,
+    entries: Cache<Arc<str>, Arc<Entry>, Hasher>,
     index: Arc<Index>,
     generation: Arc<AtomicU64>,
-    marks: Arc<DashMap<Dep, Mark>>,
+    marks: Arc<DashMap<Dep, Mark, Hasher>>,
     /// Fenced puts hold it shared while they check marks and store; an invalidation holds it
     /// exclusively while it sets its marks. So a fenced put either completes before the
     /// invalidation's snapshot (and is dropped by it) or sees its marks (and stores nothing).
@@ -133,7 +137,7 @@ pub struct MemoryBackend {
     fence: Arc<RwLock<()>>,
     /// Leases on computing a key: holder and expiry. Caches that share this backend (clones of
     /// it in several `MatroskaCache`s) compute a key once, like processes sharing Redis.
-    leases: Arc<DashMap<Arc<str>, (u64, Instant)>>,
+    leases: Arc<DashMap<Arc<str>, (u64, Instant), Hasher>>,
     /// The zero of ticket times.
     epoch: Instant,
     max_ticket_age: Duration,
@@ -203,11 +207,11 @@ impl MemoryBackendBuilder {
                     "the memory backend's bound must be above zero",
                 ))
             }
-            Bound::Entries(n) => builder.max_capacity(n).build(),
+            Bound::Entries(n) => builder.max_capacity(n).build_with_hasher(Hasher::new()),
             Bound::Weight(bytes) => builder
                 .max_capacity(bytes)
                 .weigher(|key: &Arc<str>, entry: &Arc<Entry>| entry.weight(key))
-                .build(),
+                .build_with_hasher(Hasher::new()),
         };
         Ok(MemoryBackend {
             entries,
@@ -445,7 +449,11 @@ impl Backend for MemoryBackend {
             };
             for (n, (key, generation)) in members.into_iter().enumerate() {
                 if self.remove_generation(&key, generation) {
+                    // The eviction listener has unlinked it from every index.
                     dropped += 1;
+                } else {
+                    // Garbage (the entry is gone or newer): unlink it here rather than wait.
+                    unlink(&self.index, dep, &key, generation);
                 }
                 if n % YIELD_EVERY == YIELD_EVERY - 1 {
                     // A large fan-out must not hold the executor thread for long. If the
@@ -453,9 +461,6 @@ impl Backend for MemoryBackend {
                     // the index and a new call drops them, as with Redis.
                     tokio::task::yield_now().await;
                 }
-                // The listener will do the same for every dependency of the entry; doing it
-                // here for this one keeps the index small without waiting for housekeeping.
-                unlink(&self.index, dep, &key, generation);
             }
         }
         Ok(dropped)
