@@ -40,6 +40,29 @@ pub enum Error {
     #[error(transparent)]
     ParseDep(#[from] ParseDepError),
 
+    /// A [`Scopes`](crate::scopes::Scopes) is misconfigured (development mode only; in
+    /// production mode the same cases degrade safely and log a warning).
+    ///
+    /// The reason names the condition or extractor: declare the condition with
+    /// `describes()`, make its `PARAMS` match the names it serializes, or fix the extractor.
+    #[error("scope of {object_type:?}: {reason}")]
+    Scope {
+        /// The scope's item type name.
+        object_type: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A value that should serialize as a struct or map (to compare its fields) did not.
+    ///
+    /// [`changed_fields`](crate::changes::changed_fields) compares named fields; pass structs
+    /// or maps.
+    #[error("expected a value that serializes as a struct or map, found {found}")]
+    NotAStruct {
+        /// What it serialized as.
+        found: &'static str,
+    },
+
     /// The value could not be serialized.
     ///
     /// The value's `Serialize` implementation failed (for example a map with non-string keys

@@ -10,6 +10,8 @@
 //! - [`backend`] holds the [`Backend`] trait, [`backend::memory`] (moka plus a dependency
 //!   index) and [`backend::redis`] (hashes, with the Lua scripts beside the code that runs
 //!   them).
+//! - [`scopes`] gives cached filtered lists their dependencies (declared filters, run on
+//!   every write), and [`changes`] lists the fields a write changed.
 //! - [`read_through`] adds `get_or_compute`: stale-set fencing, single flight, leases and
 //!   nested dependency propagation.
 //! - [`stats`] holds the counters, [`error`] the one error type.
@@ -17,10 +19,12 @@
 
 pub mod backend;
 pub mod cache;
+pub mod changes;
 pub mod codec;
 pub mod dep;
 pub mod error;
 pub mod read_through;
+pub mod scopes;
 pub mod stats;
 
 pub use backend::memory::{MemoryBackend, MemoryBackendBuilder};

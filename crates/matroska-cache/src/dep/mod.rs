@@ -9,6 +9,7 @@
 //! | a named signal | [`tag`] | `tag:homepage` |
 //! | a tag in a namespace | [`ntag`], [`Namespace`] | `ntag:billing:invoices` |
 //! | an entity's primary key | [`pk`], [`Entity`] | `pk:order_line:7:2` |
+//! | a filtered list's scope | [`Scopes`](crate::scopes::Scopes) | `cond:book:{"category"\:"sci-fi"}` |
 //!
 //! The text form is the original matroska-cache's, with one addition: a `:` or `\` inside a
 //! component is escaped (`\:`, `\\`; a line break is `\n` or `\r`). So `Display` and `FromStr`
@@ -63,6 +64,9 @@ pub enum DepKind {
     NTag,
     /// `pk:<model>:<key>[:<key>...]`: an entity's (possibly composite) primary key.
     Pk,
+    /// `cond:<type>[:<condition>]`: a filter of a [`Scopes`](crate::scopes::Scopes) (the
+    /// original's `condition:`), or without a condition the type's kill switch.
+    Cond,
 }
 
 impl DepKind {
@@ -73,6 +77,7 @@ impl DepKind {
             DepKind::Tag => "tag",
             DepKind::NTag => "ntag",
             DepKind::Pk => "pk",
+            DepKind::Cond => "cond",
         }
     }
 
@@ -82,6 +87,7 @@ impl DepKind {
             "tag" => DepKind::Tag,
             "ntag" => DepKind::NTag,
             "pk" => DepKind::Pk,
+            "cond" => DepKind::Cond,
             _ => return None,
         })
     }
@@ -92,13 +98,14 @@ impl DepKind {
             DepKind::Id | DepKind::NTag => (2, 2),
             DepKind::Tag => (1, 1),
             DepKind::Pk => (2, usize::MAX),
+            DepKind::Cond => (1, 2),
         }
     }
 }
 
 impl Dep {
     /// Builds a dependency from its kind and unescaped components.
-    fn from_parts<'a>(kind: DepKind, parts: impl IntoIterator<Item = &'a str>) -> Dep {
+    pub(crate) fn from_parts<'a>(kind: DepKind, parts: impl IntoIterator<Item = &'a str>) -> Dep {
         let mut text = String::from(kind.as_str());
         for part in parts {
             text.push(':');
@@ -145,8 +152,9 @@ impl FromStr for Dep {
         let (word, rest) = s
             .split_once(':')
             .ok_or_else(|| ParseDepError::new(s, "expected <kind>:<...>, such as id:article:1"))?;
-        let kind = DepKind::from_word(word)
-            .ok_or_else(|| ParseDepError::new(s, "unknown kind (expected id, tag, ntag or pk)"))?;
+        let kind = DepKind::from_word(word).ok_or_else(|| {
+            ParseDepError::new(s, "unknown kind (expected id, tag, ntag, pk or cond)")
+        })?;
         let count = text::validate(rest).map_err(|reason| ParseDepError::new(s, reason))?;
         let (min, max) = kind.arity();
         if count < min || count > max {
@@ -155,6 +163,7 @@ impl FromStr for Dep {
                 DepKind::Tag => "a tag dependency is tag:<name> (escape ':' inside as '\\:')",
                 DepKind::NTag => "a namespaced tag is ntag:<namespace>:<name>",
                 DepKind::Pk => "a primary-key dependency is pk:<model>:<key>[:<key>...]",
+                DepKind::Cond => "a scope dependency is cond:<type>[:<condition>]",
             };
             return Err(ParseDepError::new(s, reason));
         }
@@ -198,6 +207,10 @@ mod tests {
                 [m.as_str()]
                     .into_iter()
                     .chain(keys.iter().map(String::as_str))
+            )),
+            (s(), prop::option::of(s())).prop_map(|(t, c)| Dep::from_parts(
+                DepKind::Cond,
+                [Some(t.as_str()), c.as_deref()].into_iter().flatten()
             )),
         ]
     }
