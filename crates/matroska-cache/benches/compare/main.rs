@@ -1,0 +1,86 @@
+//! Each operation next to its physical baseline, in one run on this machine: the Redis
+//! backend against raw redis-rs on the same kind of connection (one multiplexed connection
+//! manager) and the same server, and the memory backend against moka used directly.
+//!
+//! ```text
+//! cargo bench -p matroska-cache --bench compare                              # everything, about 5 minutes
+//! cargo bench -p matroska-cache --bench compare -- --max-dependents 100000   # fan-out up to 100k only
+//! ```
+//!
+//! Prints Markdown tables (single operations, fan-out invalidation, memory per entry) and
+//! writes the fan-out plot to `docs/fanout.svg`.
+
+mod fanout;
+mod memory_use;
+mod ops;
+mod plot;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use matroska_cache::{MatroskaCache, RedisBackend};
+use matroska_test_support::RedisServer;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+const PREFIX: &str = "bench";
+
+/// `--max-dependents N` (default 1,000,000); other arguments (such as the `--bench` cargo
+/// passes) are ignored.
+fn max_dependents() -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--max-dependents")
+        .and_then(|i| args.get(i + 1))
+        .map(|n| n.parse().expect("--max-dependents takes a number"))
+        .unwrap_or(1_000_000)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let sizes: Vec<usize> = [10_000, 100_000, 1_000_000]
+        .into_iter()
+        .filter(|&n| n <= max_dependents())
+        .collect();
+    let server = RedisServer::start();
+    let cache = MatroskaCache::new(
+        RedisBackend::builder(&server.url(), PREFIX)
+            .auto_prune(None)
+            .build()
+            .await
+            .expect("redis backend"),
+    );
+    // The same kind of connection as the backend's (which waits 2 s per round trip); more
+    // patience for the baseline's bulk steps (filling, flushing a million keys).
+    let config = ConnectionManagerConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
+    let raw: ConnectionManager = redis::Client::open(server.url())
+        .expect("url")
+        .get_connection_manager_with_config(config)
+        .await
+        .expect("raw connection");
+
+    println!("## Single operations\n");
+    let mut rows = ops::redis(&cache, &raw).await;
+    rows.extend(ops::memory().await);
+    ops::print(&rows);
+
+    println!("\n## Memory per entry\n");
+    memory_use::print(&memory_use::redis(&cache, &raw).await);
+
+    println!("\n## Fan-out invalidation\n");
+    let mut fan = fanout::redis(&server.url(), PREFIX, &cache, &raw, &sizes).await;
+    fan.extend(fanout::memory(&sizes, &[1]).await);
+    fan.extend(fanout::memory(&[100_000], &[2]).await);
+    fanout::print(&fan);
+
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/fanout.svg");
+    plot::fanout(&fan, &path).expect("plot");
+    println!("\nPlot: {}", path.display());
+}
