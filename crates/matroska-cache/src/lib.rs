@@ -10,6 +10,7 @@
 //! - [`backend`] holds the [`Backend`] trait, [`backend::memory`] (moka plus a dependency
 //!   index) and [`backend::redis`] (hashes, with the Lua scripts beside the code that runs
 //!   them).
+//! - [`collect`] gathers the dependencies of nested values ([`Dependencies`], derivable).
 //! - [`scopes`] gives cached filtered lists their dependencies (declared filters, run on
 //!   every write), and [`changes`] lists the fields a write changed.
 //! - [`read_through`] adds `get_or_compute`: stale-set fencing, single flight, leases and
@@ -21,6 +22,7 @@ pub mod backend;
 pub mod cache;
 pub mod changes;
 pub mod codec;
+pub mod collect;
 pub mod dep;
 pub mod error;
 pub mod read_through;
@@ -31,7 +33,13 @@ pub use backend::memory::{MemoryBackend, MemoryBackendBuilder};
 pub use backend::redis::{RedisBackend, RedisBackendBuilder};
 pub use backend::{Backend, Fenced, PruneReport, Ticket};
 pub use cache::{MatroskaCache, MatroskaCacheBuilder};
+pub use collect::{DepSet, Dependencies};
 pub use dep::Dep;
 pub use error::{Error, Result};
 pub use read_through::depends_on;
 pub use stats::Stats;
+
+/// Derives [`Dependencies`] (`derive` feature); see the trait for the attributes.
+#[cfg(feature = "derive")]
+#[cfg_attr(docsrs, doc(cfg(feature = "derive")))]
+pub use matroska_cache_derive::Dependencies;

@@ -37,7 +37,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 pub use id::id;
-pub use pk::{pk, Entity, PrimaryKey};
+pub use pk::{pk, pk_columns, Entity, PrimaryKey};
 pub use tag::{ntag, tag, Namespace};
 pub use text::ParseDepError;
 

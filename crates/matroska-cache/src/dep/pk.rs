@@ -61,6 +61,12 @@ tuple_key!(A, B, C, D);
 pub fn pk(model: &str, key: impl PrimaryKey) -> Dep {
     let mut columns = Vec::new();
     key.columns(&mut columns);
+    pk_columns(model, &columns)
+}
+
+/// [`pk`] from columns already rendered by [`PrimaryKey::columns`] (for the derive macro).
+#[doc(hidden)]
+pub fn pk_columns(model: &str, columns: &[String]) -> Dep {
     Dep::from_parts(
         DepKind::Pk,
         std::iter::once(model).chain(columns.iter().map(String::as_str)),

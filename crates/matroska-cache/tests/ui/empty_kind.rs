@@ -1,0 +1,10 @@
+use matroska_cache::Dependencies;
+
+#[derive(Dependencies)]
+#[deps(id = "")]
+struct Article {
+    #[deps(key)]
+    id: u32,
+}
+
+fn main() {}
