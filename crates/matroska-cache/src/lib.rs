@@ -11,6 +11,7 @@
 //!   index) and [`backend::redis`] (hashes, with the Lua scripts beside the code that runs
 //!   them).
 //! - [`collect`] gathers the dependencies of nested values ([`Dependencies`], derivable).
+//! - `orm` (feature `sea-orm`) names SeaORM models' dependencies and invalidates after commit.
 //! - [`scopes`] gives cached filtered lists their dependencies (declared filters, run on
 //!   every write), and [`changes`] lists the fields a write changed.
 //! - [`read_through`] adds `get_or_compute`: stale-set fencing, single flight, leases and
@@ -25,6 +26,9 @@ pub mod codec;
 pub mod collect;
 pub mod dep;
 pub mod error;
+#[cfg(feature = "sea-orm")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sea-orm")))]
+pub mod orm;
 pub mod read_through;
 pub mod scopes;
 pub mod stats;
