@@ -14,7 +14,7 @@ use crate::codec::Encoded;
 use crate::dep::Dep;
 use crate::error::{Error, Result};
 use crate::read_through::Flights;
-use crate::stats::{Counters, Stats};
+use crate::stats::{Counter, Counters, Stats};
 
 /// A cache whose entries declare what they were built from.
 ///
@@ -138,7 +138,7 @@ impl MatroskaCache {
     /// Counts an error before passing it on.
     pub(crate) fn count<T>(&self, result: Result<T>) -> Result<T> {
         if result.is_err() {
-            Counters::add(&self.inner.counters.errors, 1);
+            self.inner.counters.add(Counter::Errors, 1);
         }
         result
     }
@@ -201,12 +201,12 @@ impl MatroskaCache {
         let counters = &self.inner.counters;
         match outcome {
             Fenced::Stored => {
-                Counters::add(&counters.puts, 1);
+                counters.add(Counter::Puts, 1);
                 debug!(key, deps = ?deps, "cache put (fenced)");
                 true
             }
             Fenced::Invalidated | Fenced::Expired => {
-                Counters::add(&counters.fenced, 1);
+                counters.add(Counter::Fenced, 1);
                 debug!(key, deps = ?deps, ?outcome, "not stored: a dependency was invalidated since the computation began, or it took too long");
                 false
             }
@@ -232,7 +232,7 @@ impl MatroskaCache {
         let deps = sorted_unique(deps);
         let size = encoded.bytes.len();
         self.count(self.inner.backend.put(key, encoded, &deps, ttl).await)?;
-        Counters::add(&self.inner.counters.puts, 1);
+        self.inner.counters.add(Counter::Puts, 1);
         debug!(key, deps = ?deps, ttl = ?ttl, size, "cache put");
         Ok(())
     }
@@ -245,12 +245,12 @@ impl MatroskaCache {
         let counters = &self.inner.counters;
         match found {
             Some(encoded) => {
-                Counters::add(&counters.hits, 1);
+                counters.add(Counter::Hits, 1);
                 trace!(key, "cache hit");
                 self.count(encoded.decode(key).map(Some))
             }
             None => {
-                Counters::add(&counters.misses, 1);
+                counters.add(Counter::Misses, 1);
                 trace!(key, "cache miss");
                 Ok(None)
             }
@@ -279,8 +279,8 @@ impl MatroskaCache {
         let deps = sorted_unique(deps);
         let dropped = self.count(self.inner.backend.invalidate(&deps).await)?;
         let counters = &self.inner.counters;
-        Counters::add(&counters.invalidations, 1);
-        Counters::add(&counters.dropped, dropped);
+        counters.add(Counter::Invalidations, 1);
+        counters.add(Counter::Dropped, dropped);
         debug!(deps = ?deps, dropped, "cache invalidate");
         Ok(dropped)
     }

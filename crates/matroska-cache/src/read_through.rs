@@ -36,7 +36,7 @@ use crate::cache::{sorted_unique, Inner, MatroskaCache};
 use crate::codec::Encoded;
 use crate::dep::Dep;
 use crate::error::Error;
-use crate::stats::Counters;
+use crate::stats::Counter;
 
 tokio::task_local! {
     /// The dependencies discovered by the computation running in this task.
@@ -252,17 +252,17 @@ impl MatroskaCache {
         match found {
             Ok(Some((encoded, deps))) => match encoded.decode(key) {
                 Ok(value) => {
-                    Counters::add(&counters.hits, 1);
+                    counters.add(Counter::Hits, 1);
                     Lookup::Hit(value, deps)
                 }
                 Err(error) => {
                     self.fault(key, &error);
-                    Counters::add(&counters.misses, 1);
+                    counters.add(Counter::Misses, 1);
                     Lookup::Miss
                 }
             },
             Ok(None) => {
-                Counters::add(&counters.misses, 1);
+                counters.add(Counter::Misses, 1);
                 Lookup::Miss
             }
             Err(error) => {
@@ -273,7 +273,7 @@ impl MatroskaCache {
     }
 
     fn fault(&self, key: &str, error: &Error) {
-        Counters::add(&self.inner.counters.faults, 1);
+        self.inner.counters.add(Counter::Faults, 1);
         warn!(key, %error, "cache fault in get_or_compute; computing instead");
     }
 
@@ -314,7 +314,7 @@ impl MatroskaCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<(T, D), E>>,
     {
-        Counters::add(&self.inner.counters.computations, 1);
+        self.inner.counters.add(Counter::Computations, 1);
         let collected: Arc<Mutex<Vec<Dep>>> = Arc::default();
         let (value, deps) = COMPUTATION.scope(Arc::clone(&collected), compute()).await?;
         let nested = std::mem::take(&mut *collected.lock().unwrap_or_else(PoisonError::into_inner));
