@@ -1,6 +1,7 @@
-//! `#[derive(Dependencies)]` for [matroska-cache](https://docs.rs/matroska-cache): use it
-//! through `matroska_cache::Dependencies` with the crate's `derive` feature, where it is
-//! documented with examples.
+//! `#[derive(Dependencies)]` and `#[derive(Condition)]` for
+//! [matroska-cache](https://docs.rs/matroska-cache): use them through
+//! `matroska_cache::Dependencies` and `matroska_cache::scopes::Condition` with the crate's
+//! `derive` feature, where they are documented with examples.
 //!
 //! The macro reads `#[deps(...)]` attributes:
 //!
@@ -26,6 +27,104 @@ pub fn derive_dependencies(input: TokenStream) -> TokenStream {
         Ok(tokens) => tokens.into(),
         Err(error) => error.to_compile_error().into(),
     }
+}
+
+/// Derives `matroska_cache::scopes::Condition`: `PARAMS` are the struct's field names as
+/// serde serializes them (`#[serde(rename = "...")]` is honoured), so they cannot drift
+/// from the struct.
+#[proc_macro_derive(Condition, attributes(serde))]
+pub fn derive_condition(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    match expand_condition(&input) {
+        Ok(tokens) => tokens.into(),
+        Err(error) => error.to_compile_error().into(),
+    }
+}
+
+fn expand_condition(input: &DeriveInput) -> syn::Result<TokenStream2> {
+    let Data::Struct(data) = &input.data else {
+        return Err(syn::Error::new(
+            input.ident.span(),
+            "a Condition is a struct with one named field per parameter",
+        ));
+    };
+    let Fields::Named(fields) = &data.fields else {
+        return Err(syn::Error::new(
+            input.ident.span(),
+            "a Condition is a struct with one named field per parameter",
+        ));
+    };
+    for attr in input.attrs.iter().filter(|a| a.path().is_ident("serde")) {
+        attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("rename_all") || meta.path.is_ident("rename_all_fields") {
+                return Err(meta.error(
+                    "derive(Condition) does not follow rename_all; rename each field, or \
+                     implement Condition by hand",
+                ));
+            }
+            skip_value(&meta)
+        })?;
+    }
+    let mut names = Vec::new();
+    for field in &fields.named {
+        let mut name = field.ident.as_ref().expect("named field").to_string();
+        if let Some(raw) = name.strip_prefix("r#") {
+            name = raw.to_owned();
+        }
+        for attr in field.attrs.iter().filter(|a| a.path().is_ident("serde")) {
+            attr.parse_nested_meta(|meta| {
+                if meta.path.is_ident("rename") {
+                    if let Ok(value) = meta.value() {
+                        if value.fork().parse::<LitStr>().is_ok() {
+                            name = value.parse::<LitStr>()?.value();
+                            return Ok(());
+                        }
+                    }
+                    return Err(
+                        meta.error("derive(Condition) follows #[serde(rename = \"...\")] only")
+                    );
+                }
+                for varying in ["skip", "skip_serializing", "skip_serializing_if", "flatten"] {
+                    if meta.path.is_ident(varying) {
+                        return Err(meta.error(format!(
+                            "a condition parameter is always present: #[serde({varying})] \
+                             would change the parameter names"
+                        )));
+                    }
+                }
+                skip_value(&meta)
+            })?;
+        }
+        names.push(name);
+    }
+    let name = &input.ident;
+    let mut generics = input.generics.clone();
+    let (_, type_generics, _) = input.generics.split_for_impl();
+    generics
+        .make_where_clause()
+        .predicates
+        .push(syn::parse_quote!(
+            #name #type_generics: ::matroska_cache::__private::serde::Serialize + 'static
+        ));
+    let (impl_generics, _, where_clause) = generics.split_for_impl();
+    Ok(quote! {
+        #[automatically_derived]
+        impl #impl_generics ::matroska_cache::scopes::Condition for #name #type_generics #where_clause {
+            const PARAMS: &'static [&'static str] = &[#(#names),*];
+        }
+    })
+}
+
+/// Consumes the value of a serde option this macro does not care about.
+fn skip_value(meta: &syn::meta::ParseNestedMeta) -> syn::Result<()> {
+    if meta.input.peek(syn::Token![=]) {
+        let _: syn::Expr = meta.value()?.parse()?;
+    } else if meta.input.peek(syn::token::Paren) {
+        let content;
+        syn::parenthesized!(content in meta.input);
+        let _: TokenStream2 = content.parse()?;
+    }
+    Ok(())
 }
 
 /// The type-level attribute: which dependency the value itself stands for.

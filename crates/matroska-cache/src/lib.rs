@@ -43,6 +43,12 @@ pub use error::{Error, Result};
 pub use read_through::depends_on;
 pub use stats::Stats;
 
+/// What the derive macros' expansions name; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use serde;
+}
+
 /// Derives [`Dependencies`] (`derive` feature); see the trait for the attributes.
 #[cfg(feature = "derive")]
 #[cfg_attr(docsrs, doc(cfg(feature = "derive")))]

@@ -82,7 +82,8 @@ pub enum Mode {
 
 /// The parameters of one filter, as a struct: its fields are the parameter names.
 ///
-/// `PARAMS` lists them as the struct serializes them (after any `#[serde(rename)]`); a struct
+/// Derive it (`derive` feature) to have `PARAMS` written from the fields, or write it by
+/// hand. `PARAMS` lists them as the struct serializes them (after any `#[serde(rename)]`); a struct
 /// that serializes other names (say, a field skipped with `skip_serializing_if`) is caught at
 /// run time like the original's extractor that "returned other fields than it declared".
 /// Values may be of any type that serializes (strings, integers, booleans, enums, ...).
@@ -90,6 +91,26 @@ pub trait Condition: Serialize + 'static {
     /// The parameter names.
     const PARAMS: &'static [&'static str];
 }
+
+/// Derives [`Condition`] (`derive` feature): `PARAMS` from the field names, as serde
+/// serializes them, so they cannot drift from the struct.
+///
+#[cfg_attr(feature = "derive", doc = "```")]
+#[cfg_attr(not(feature = "derive"), doc = "```ignore")]
+/// use matroska_cache::scopes::Condition;
+/// use serde::Serialize;
+///
+/// #[derive(Serialize, Condition)]
+/// struct Listing {
+///     category: String,
+///     #[serde(rename = "pub")]
+///     published: bool,
+/// }
+/// assert_eq!(Listing::PARAMS, ["category", "pub"]);
+/// ```
+#[cfg(feature = "derive")]
+#[cfg_attr(docsrs, doc(cfg(feature = "derive")))]
+pub use matroska_cache_derive::Condition;
 
 /// What an extractor may fail with.
 pub type ExtractError = Box<dyn std::error::Error + Send + Sync>;

@@ -195,3 +195,45 @@ backend_tests!(
 fn misuse_is_a_compile_error() {
     trybuild::TestCases::new().compile_fail("tests/ui/*.rs");
 }
+
+mod conditions {
+    use matroska_cache::scopes::{Condition, Mode, Scopes};
+    use serde::Serialize;
+
+    #[derive(Serialize, Condition)]
+    struct Listing {
+        category: String,
+        #[serde(rename = "pub")]
+        published: bool,
+        r#type: u8,
+    }
+
+    #[derive(Serialize, Condition)]
+    struct Generic<T> {
+        #[serde(rename = "category")]
+        cat: T,
+    }
+
+    /// PARAMS are the serialized names, so conditions and extractors agree by construction.
+    #[test]
+    fn params_follow_the_struct() {
+        assert_eq!(Listing::PARAMS, ["category", "pub", "type"]);
+        assert_eq!(Generic::<u32>::PARAMS, ["category"]);
+        struct Item;
+        let scopes = Scopes::<Item>::new("item", Mode::Development).describes(|_: &Item| {
+            Ok(Some(Listing {
+                category: "a".into(),
+                published: true,
+                r#type: 1,
+            }))
+        });
+        let deps = scopes
+            .condition(&Listing {
+                category: "a".into(),
+                published: true,
+                r#type: 1,
+            })
+            .unwrap();
+        assert_eq!(scopes.deps_for(&Item).unwrap()[1], deps[0]);
+    }
+}
