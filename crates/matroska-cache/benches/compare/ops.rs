@@ -3,6 +3,7 @@
 //! of connection), and `get` and `put` in memory (vs moka used directly).
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use redis::aio::ConnectionManager;
 /// Operations per row on Redis (about a second at one task).
 const REDIS_OPS: usize = 20_000;
 /// Operations per row in memory (each takes well under a microsecond).
-const MEMORY_OPS: usize = 1_000_000;
+const MEMORY_OPS: usize = 500_000;
 /// The value size of every `put`.
 pub const VALUE_LEN: usize = 300;
 
@@ -66,18 +67,39 @@ pub fn print(rows: &[Comparison]) {
     }
 }
 
-/// Runs `op(i)` for `i` in `0..ops` over `tasks` concurrent tasks; returns throughput and
-/// latencies.
-async fn measure<F, Fut>(ops: usize, tasks: usize, op: F) -> Side
+/// One measured operation: `op(i)` for the `i`-th call.
+type Op = Arc<dyn Fn(usize) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+/// Prepares the store before a round (for operations that consume what they act on).
+type Setup = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// Boxes an operation (both sides pay the same boxing).
+fn op<F, Fut>(f: F) -> Op
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send,
+    Fut: Future<Output = ()> + Send + 'static,
 {
-    let op = Arc::new(op);
+    Arc::new(move |i| Box::pin(f(i)))
+}
+
+fn setup<F, Fut>(f: F) -> Setup
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    Arc::new(move || Box::pin(f()))
+}
+
+/// Rounds per side: ours and the baseline alternate, and each side's median round counts,
+/// so a slow moment of the machine does not land on one side only.
+const ROUNDS: usize = 3;
+
+/// Runs `op(i)` for `i` in `0..ops` over `tasks` concurrent tasks; returns throughput and
+/// latencies.
+async fn measure(ops: usize, tasks: usize, op: &Op) -> Side {
     let start = Instant::now();
     let handles: Vec<_> = (0..tasks)
         .map(|t| {
-            let op = Arc::clone(&op);
+            let op = Arc::clone(op);
             tokio::spawn(async move {
                 let mut latencies = Vec::with_capacity(ops / tasks + 1);
                 let mut i = t;
@@ -104,6 +126,29 @@ where
     }
 }
 
+/// Both sides, [`ROUNDS`] times each, alternating; the median round of each.
+async fn versus(
+    ops: usize,
+    tasks: usize,
+    ours: (&Op, Option<&Setup>),
+    base: (&Op, Option<&Setup>),
+) -> (Side, Side) {
+    let (mut o, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        for ((op, prepare), results) in [(ours, &mut o), (base, &mut b)] {
+            if let Some(prepare) = prepare {
+                prepare().await;
+            }
+            results.push(measure(ops, tasks, op).await);
+        }
+    }
+    let median = |mut sides: Vec<Side>| {
+        sides.sort_by(|x, y| x.ops_per_sec.total_cmp(&y.ops_per_sec));
+        sides.swap_remove(sides.len() / 2)
+    };
+    (median(o), median(b))
+}
+
 /// The 3 dependencies of entry `i`: its own id, a shared author, a shared list.
 pub fn deps(i: usize) -> [Dep; 3] {
     [
@@ -114,49 +159,44 @@ pub fn deps(i: usize) -> [Dep; 3] {
 }
 
 /// Our `put` of a 300-byte value with 3 dependencies, on any backend.
-async fn put_with_deps(cache: &MatroskaCache, ops: usize, tasks: usize) -> Side {
-    let cache = cache.clone();
-    let value = "v".repeat(VALUE_LEN);
-    measure(ops, tasks, move |i| {
-        let (cache, value) = (cache.clone(), value.clone());
+fn put_with_deps(cache: &MatroskaCache) -> Op {
+    let (cache, value): (_, Arc<str>) = (cache.clone(), "v".repeat(VALUE_LEN).into());
+    op(move |i| {
+        let (cache, value) = (cache.clone(), Arc::clone(&value));
         async move {
             let ttl = Duration::from_secs(600);
             cache
-                .put(&format!("k{i}"), &value, deps(i), ttl)
+                .put(&format!("k{i}"), &*value, deps(i), ttl)
                 .await
                 .expect("put")
         }
     })
-    .await
 }
 
 /// Our `get` of keys `put_with_deps` stored, on any backend.
-async fn get_hits(cache: &MatroskaCache, ops: usize, tasks: usize) -> Side {
+fn get_hits(cache: &MatroskaCache) -> Op {
     let cache = cache.clone();
-    measure(ops, tasks, move |i| {
+    op(move |i| {
         let cache = cache.clone();
         async move {
             let hit: Option<String> = cache.get(&format!("k{}", i % 1000)).await.expect("get");
             assert!(hit.is_some(), "k{} should be cached", i % 1000);
         }
     })
-    .await
 }
 
 /// The Redis rows: `cache` (a Redis-backed cache) against `raw`, a connection manager to the
 /// same server.
 pub async fn redis(cache: &MatroskaCache, raw: &ConnectionManager) -> Vec<Comparison> {
-    let value = "v".repeat(VALUE_LEN);
-    let mut rows = Vec::new();
-    for tasks in [1, 32] {
-        let ours = put_with_deps(cache, REDIS_OPS, tasks).await;
-        let (r, v) = (raw.clone(), value.clone());
-        let base = measure(REDIS_OPS, tasks, move |i| {
-            let (mut r, v) = (r.clone(), v.clone());
+    let value: Arc<str> = "v".repeat(VALUE_LEN).into();
+    let raw_set = {
+        let (r, v) = (raw.clone(), Arc::clone(&value));
+        op(move |i| {
+            let (mut r, v) = (r.clone(), Arc::clone(&v));
             async move {
                 let _: () = redis::cmd("SET")
                     .arg(format!("raw{i}"))
-                    .arg(v)
+                    .arg(&*v)
                     .arg("PX")
                     .arg(600_000)
                     .query_async(&mut r)
@@ -164,19 +204,10 @@ pub async fn redis(cache: &MatroskaCache, raw: &ConnectionManager) -> Vec<Compar
                     .expect("SET");
             }
         })
-        .await;
-        rows.push(Comparison {
-            name: "redis put, 3 deps, 300 B",
-            tasks,
-            ours,
-            baseline: "SET PX",
-            base,
-            target: Some(if tasks == 1 { 0.7 } else { 0.5 }),
-        });
-
-        let ours = get_hits(cache, REDIS_OPS, tasks).await;
+    };
+    let raw_get = {
         let r = raw.clone();
-        let base = measure(REDIS_OPS, tasks, move |i| {
+        op(move |i| {
             let mut r = r.clone();
             async move {
                 let hit: Option<Vec<u8>> = redis::cmd("GET")
@@ -187,45 +218,35 @@ pub async fn redis(cache: &MatroskaCache, raw: &ConnectionManager) -> Vec<Compar
                 assert!(hit.is_some());
             }
         })
-        .await;
-        rows.push(Comparison {
-            name: "redis get (hit)",
-            tasks,
-            ours,
-            baseline: "GET",
-            base,
-            target: Some(0.9),
-        });
-
-        // Invalidation of a dependency with one dependent, vs UNLINK of that one key.
-        for i in 0..REDIS_OPS {
-            let ttl = Duration::from_secs(600);
-            let one = [dep::id("one", i)];
-            cache
-                .put(&format!("one{i}"), &value, one, ttl)
-                .await
-                .expect("put");
-        }
+    };
+    // Invalidation of a dependency with one dependent, vs UNLINK of that one key; each
+    // round first stores what it drops.
+    let invalidate_one = {
         let c = cache.clone();
-        let ours = measure(REDIS_OPS, tasks, move |i| {
+        op(move |i| {
             let c = c.clone();
             async move {
                 let dropped = c.invalidate([dep::id("one", i)]).await.expect("invalidate");
                 assert_eq!(dropped, 1, "one{i} should have been dropped");
             }
         })
-        .await;
-        let mut conn = raw.clone();
-        for i in 0..REDIS_OPS {
-            let _: () = redis::cmd("SET")
-                .arg(format!("rawone{i}"))
-                .arg(&value)
-                .query_async(&mut conn)
-                .await
-                .expect("SET");
-        }
+    };
+    let fill_one = {
+        let (c, v) = (cache.clone(), Arc::clone(&value));
+        setup(move || {
+            let (c, v) = (c.clone(), Arc::clone(&v));
+            async move {
+                for i in 0..REDIS_OPS {
+                    let one = [dep::id("one", i)];
+                    let ttl = Duration::from_secs(600);
+                    c.put(&format!("one{i}"), &*v, one, ttl).await.expect("put");
+                }
+            }
+        })
+    };
+    let unlink_one = {
         let r = raw.clone();
-        let base = measure(REDIS_OPS, tasks, move |i| {
+        op(move |i| {
             let mut r = r.clone();
             async move {
                 let n: u64 = redis::cmd("UNLINK")
@@ -236,6 +257,50 @@ pub async fn redis(cache: &MatroskaCache, raw: &ConnectionManager) -> Vec<Compar
                 assert_eq!(n, 1);
             }
         })
+    };
+    let fill_raw_one = {
+        let (r, v) = (raw.clone(), Arc::clone(&value));
+        setup(move || {
+            let (mut r, v) = (r.clone(), Arc::clone(&v));
+            async move {
+                for start in (0..REDIS_OPS).step_by(1000) {
+                    let mut pipe = redis::pipe();
+                    for i in start..(start + 1000).min(REDIS_OPS) {
+                        pipe.set(format!("rawone{i}"), &*v).ignore();
+                    }
+                    let _: () = pipe.query_async(&mut r).await.expect("SET");
+                }
+            }
+        })
+    };
+
+    let (put, get) = (put_with_deps(cache), get_hits(cache));
+    let mut rows = Vec::new();
+    for tasks in [1, 32] {
+        let (ours, base) = versus(REDIS_OPS, tasks, (&put, None), (&raw_set, None)).await;
+        rows.push(Comparison {
+            name: "redis put, 3 deps, 300 B",
+            tasks,
+            ours,
+            baseline: "SET PX",
+            base,
+            target: Some(if tasks == 1 { 0.7 } else { 0.5 }),
+        });
+        let (ours, base) = versus(REDIS_OPS, tasks, (&get, None), (&raw_get, None)).await;
+        rows.push(Comparison {
+            name: "redis get (hit)",
+            tasks,
+            ours,
+            baseline: "GET",
+            base,
+            target: Some(0.9),
+        });
+        let (ours, base) = versus(
+            REDIS_OPS,
+            tasks,
+            (&invalidate_one, Some(&fill_one)),
+            (&unlink_one, Some(&fill_raw_one)),
+        )
         .await;
         rows.push(Comparison {
             name: "redis invalidate, 1 dependent",
@@ -251,23 +316,32 @@ pub async fn redis(cache: &MatroskaCache, raw: &ConnectionManager) -> Vec<Compar
 
 /// The memory rows: our memory backend against moka used directly, on 1 and 2 threads.
 pub async fn memory() -> Vec<Comparison> {
-    let value = "v".repeat(VALUE_LEN);
     let memory = MatroskaCache::new(
         MemoryBackend::builder()
-            .max_entries(1_000_000)
+            .max_entries(MEMORY_OPS as u64)
             .build()
             .expect("memory backend"),
     );
-    let moka: moka::sync::Cache<String, Arc<[u8]>> = moka::sync::Cache::new(1_000_000);
-    let mut rows = Vec::new();
-    for tasks in [1, 2] {
-        let ours = put_with_deps(&memory, MEMORY_OPS, tasks).await;
-        let (m, v) = (moka.clone(), Arc::<[u8]>::from(value.as_bytes()));
-        let base = measure(MEMORY_OPS, tasks, move |i| {
-            let (m, v) = (m.clone(), Arc::clone(&v));
+    let moka: moka::sync::Cache<String, Arc<[u8]>> = moka::sync::Cache::new(MEMORY_OPS as u64);
+    let value = Arc::<[u8]>::from("v".repeat(VALUE_LEN).as_bytes());
+    let moka_insert = {
+        let m = moka.clone();
+        op(move |i| {
+            let (m, v) = (m.clone(), Arc::clone(&value));
             async move { m.insert(format!("raw{i}"), v) }
         })
-        .await;
+    };
+    let moka_get = {
+        let m = moka.clone();
+        op(move |i| {
+            let m = m.clone();
+            async move { assert!(m.get(&format!("raw{}", i % 1000)).is_some()) }
+        })
+    };
+    let (put, get) = (put_with_deps(&memory), get_hits(&memory));
+    let mut rows = Vec::new();
+    for tasks in [1, 2] {
+        let (ours, base) = versus(MEMORY_OPS, tasks, (&put, None), (&moka_insert, None)).await;
         rows.push(Comparison {
             name: "memory put, 3 deps",
             tasks,
@@ -276,14 +350,7 @@ pub async fn memory() -> Vec<Comparison> {
             base,
             target: None,
         });
-
-        let ours = get_hits(&memory, MEMORY_OPS, tasks).await;
-        let m = moka.clone();
-        let base = measure(MEMORY_OPS, tasks, move |i| {
-            let m = m.clone();
-            async move { assert!(m.get(&format!("raw{}", i % 1000)).is_some()) }
-        })
-        .await;
+        let (ours, base) = versus(MEMORY_OPS, tasks, (&get, None), (&moka_get, None)).await;
         rows.push(Comparison {
             name: "memory get (hit)",
             tasks,
