@@ -65,6 +65,27 @@ impl<'a> StoredEntry<'a> {
     }
 }
 
+/// The format and where the value starts, without reading the generation or the
+/// dependency list (the `get` path needs neither).
+pub(crate) fn value_start(key: &str, bytes: &[u8]) -> Result<(Format, usize)> {
+    let corrupt = |detail: &str| Error::Corrupt {
+        key: key.to_owned(),
+        detail: format!("stored entry: {detail}"),
+    };
+    if bytes.len() < HEADER {
+        return Err(corrupt("shorter than its header"));
+    }
+    let format = Format::from_tag(&bytes[GENERATION_WIDTH..GENERATION_WIDTH + 1])
+        .ok_or_else(|| corrupt("unknown format tag"))?;
+    let deps_len = digits(&bytes[GENERATION_WIDTH + 1..HEADER])
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| corrupt("dependency list length"))?;
+    match HEADER.checked_add(deps_len) {
+        Some(start) if start <= bytes.len() => Ok((format, start)),
+        _ => Err(corrupt("dependency list longer than the entry")),
+    }
+}
+
 /// Everything after the generation: format tag, dependency list and value.
 pub(crate) fn tail(value: &Encoded, deps_json: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + DEPS_LEN_WIDTH + deps_json.len() + value.bytes.len());
@@ -147,11 +168,14 @@ mod tests {
             prop_assert_eq!(entry.format, format);
             prop_assert_eq!(entry.deps_json, deps_json.as_str());
             prop_assert_eq!(entry.value, &value[..]);
+            let (f, start) = value_start("k", &bytes).unwrap();
+            prop_assert_eq!((f, &bytes[start..]), (format, &value[..]));
         }
 
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
             let _ = StoredEntry::parse("k", &bytes);
+            let _ = value_start("k", &bytes);
         }
     }
 }

@@ -547,8 +547,7 @@ impl Backend for RedisBackend {
         let Some(stored) = stored else {
             return Ok(None);
         };
-        let entry = StoredEntry::parse(key, &stored)?;
-        let (format, start) = (entry.format, stored.len() - entry.value.len());
+        let (format, start) = entry::value_start(key, &stored)?;
         // Moving the value to the front costs less than splitting a `Bytes` (an allocation).
         let mut stored = stored;
         stored.drain(..start);
