@@ -18,42 +18,11 @@ use tokio::sync::oneshot;
 
 const TTL: Duration = Duration::from_secs(600);
 
-mod post {
-    use sea_orm::entity::prelude::*;
-    use serde::{Deserialize, Serialize};
+// The example's entities: posts, and tags with a composite primary key.
+#[path = "../examples/orm/entities.rs"]
+mod entities;
 
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize, Deserialize)]
-    #[sea_orm(table_name = "posts")]
-    pub struct Model {
-        #[sea_orm(primary_key)]
-        pub id: i32,
-        pub title: String,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
-
-/// A composite primary key.
-mod post_tag {
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "post_tags")]
-    pub struct Model {
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub post_id: i32,
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub tag: String,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
+use entities::{post, post_tag};
 
 /// A SQLite database in a temporary file, in WAL mode so readers on other connections see
 /// the last committed state while a write transaction is open.

@@ -244,6 +244,16 @@ fn watched(n: usize, i: usize) -> bool {
     i.is_multiple_of((n / RECACHE_SAMPLE).max(1))
 }
 
+/// Empties the server. ASYNC: a synchronous flush of a million keys outlasts the client's
+/// timeout.
+async fn flush(conn: &mut ConnectionManager) {
+    let _: () = redis::cmd("FLUSHALL")
+        .arg("ASYNC")
+        .query_async(conn)
+        .await
+        .expect("FLUSHALL");
+}
+
 /// Redis: `cache` against `UNLINK` in batches through `raw`, for each size in `sizes`.
 pub async fn redis(
     url: &str,
@@ -255,12 +265,7 @@ pub async fn redis(
     let mut rows = Vec::new();
     let mut conn = raw.clone();
     for &n in sizes {
-        // ASYNC: a synchronous flush of a million keys outlasts the client's timeout.
-        let _: () = redis::cmd("FLUSHALL")
-            .arg("ASYNC")
-            .query_async(&mut conn)
-            .await
-            .expect("FLUSHALL");
+        flush(&mut conn).await;
         // The baseline: the same keys (our entries, filled the same way), deleted blind in
         // batches of 1,000 with the keys known in advance.
         fill(cache, 0..n, |i| vec![group_dep(i, 1)]).await;
@@ -277,12 +282,7 @@ pub async fn redis(
         }
         let base = start.elapsed();
         let base_probe = probe.finish();
-        // ASYNC: a synchronous flush of a million keys outlasts the client's timeout.
-        let _: () = redis::cmd("FLUSHALL")
-            .arg("ASYNC")
-            .query_async(&mut conn)
-            .await
-            .expect("FLUSHALL");
+        flush(&mut conn).await;
 
         fill(cache, 0..n, |i| vec![group_dep(i, 1)]).await;
         let probe = ProbeLoop::start(url);
