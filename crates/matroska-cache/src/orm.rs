@@ -16,7 +16,8 @@
 //! the commit and the invalidation leaves stale only what was re-cached in that short
 //! window, not everything cached before the transaction.
 //!
-//! See `examples/orm.rs` for the whole story against SQLite.
+//! See `examples/orm/` (`cargo run --example orm --features sea-orm`) for the whole story
+//! against SQLite.
 
 use std::ops::Deref;
 
