@@ -409,3 +409,55 @@ impl<T: Serialize> Scopes<T> {
         Ok(deps)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Serialize)]
+    struct Params {
+        name: String,
+        n: i64,
+        flag: Option<bool>,
+    }
+    impl Condition for Params {
+        const PARAMS: &'static [&'static str] = &["name", "n", "flag"];
+    }
+
+    fn scopes() -> Scopes<()> {
+        Scopes::new("thing", Mode::Development).describes(|_: &()| Ok(None::<Params>))
+    }
+
+    fn dep_of(p: &Params) -> Dep {
+        scopes().condition(p).unwrap()[0].clone()
+    }
+
+    fn params() -> impl Strategy<Value = (String, i64, Option<bool>)> {
+        // Values full of the characters that broke the original's encoding.
+        ("[a&=:\\\\\"{}, ]{0,3}", -1i64..2, any::<Option<bool>>())
+    }
+
+    proptest! {
+        /// Two parameter lists share a dependency exactly when they are equal, and every
+        /// condition text parses back to itself.
+        #[test]
+        fn condition_texts_are_injective(
+            (a1, a2, a3) in params(),
+            (b1, b2, b3) in params(),
+            copy in any::<bool>(),
+        ) {
+            // Half the cases compare a list with an equal copy of itself.
+            let b = if copy { (a1.clone(), a2, a3) } else { (b1, b2, b3) };
+            let a = Params { name: a1, n: a2, flag: a3 };
+            let b = Params { name: b.0, n: b.1, flag: b.2 };
+            let same = (&a.name, a.n, a.flag) == (&b.name, b.n, b.flag);
+            let (da, db) = (dep_of(&a), dep_of(&b));
+            prop_assert_eq!(da == db, same);
+            prop_assert_eq!(da.to_string().parse::<Dep>().unwrap(), da.clone());
+            prop_assert_eq!(da.kind(), DepKind::Cond);
+            prop_assert_ne!(&da, &scopes().kill_switch());
+            prop_assert_ne!(&da, &scopes().any_write());
+        }
+    }
+}
