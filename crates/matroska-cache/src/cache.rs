@@ -8,6 +8,7 @@ use serde::Serialize;
 use tracing::{debug, trace};
 
 use crate::backend::memory::MemoryBackend;
+#[cfg(feature = "redis")]
 use crate::backend::redis::RedisBackend;
 use crate::backend::{Backend, DynBackend, Fenced, PruneReport, Ticket};
 use crate::codec::Encoded;
@@ -129,6 +130,8 @@ impl MatroskaCache {
     ///
     /// Fails promptly if the URL is malformed, the server unreachable, or its eviction policy
     /// could lose invalidations.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub async fn redis(url: &str, prefix: &str) -> Result<Self> {
         Ok(MatroskaCache::new(
             RedisBackend::builder(url, prefix).build().await?,
@@ -338,6 +341,7 @@ mod tests {
                 Ok::<_, std::io::Error>((1u32, d()))
             }),
         );
+        #[cfg(feature = "redis")]
         is_send(&MatroskaCache::redis("redis://127.0.0.1/", "p"));
     }
 }

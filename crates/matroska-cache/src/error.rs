@@ -105,6 +105,7 @@ pub enum Error {
     ///
     /// Use `redis://[user:password@]host[:port][/db]`, or `rediss://` with the `tls` feature.
     #[error("invalid Redis URL: {0}")]
+    #[cfg(feature = "redis")]
     InvalidUrl(#[source] redis::RedisError),
 
     /// Redis's eviction policy could drop a dependency index while its entries live, which
@@ -129,6 +130,7 @@ pub enum Error {
     /// Allow the cache's Redis user `CONFIG GET` (ACL `+config|get`), or, if you have checked
     /// the policy yourself, call
     /// [`RedisBackendBuilder::assume_safe_eviction_policy`](crate::RedisBackendBuilder::assume_safe_eviction_policy).
+    #[cfg(feature = "redis")]
     #[error(
         "cannot read Redis maxmemory-policy to check that indexes cannot be evicted ({0}); \
          grant the user +config|get or call assume_safe_eviction_policy()"
@@ -151,6 +153,7 @@ pub enum Error {
     /// manager reconnects in the background, so retry later. An `invalidate` that failed may
     /// have dropped some dependents; retrying it drops the rest.
     #[error("Redis error: {0}")]
+    #[cfg(feature = "redis")]
     Redis(#[from] redis::RedisError),
 
     /// A Redis operation did not complete within the configured timeout.

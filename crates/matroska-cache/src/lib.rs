@@ -34,6 +34,7 @@ pub mod scopes;
 pub mod stats;
 
 pub use backend::memory::{MemoryBackend, MemoryBackendBuilder};
+#[cfg(feature = "redis")]
 pub use backend::redis::{RedisBackend, RedisBackendBuilder};
 pub use backend::{Backend, Fenced, PruneReport, Ticket};
 pub use cache::{MatroskaCache, MatroskaCacheBuilder};

@@ -17,6 +17,8 @@
 //!   data older than an invalidation is never stored after it (the "stale set").
 
 pub mod memory;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 
 use std::future::Future;
