@@ -377,6 +377,49 @@ async fn storage_layout_is_readable() {
     assert_eq!(conn.pttl::<_, i64>("{cache}:r:id:article:1").unwrap(), -1);
 }
 
+/// Whatever another program wrote under the prefix reads as `Error::Corrupt`, never a
+/// panic; `deps` of a large entry reads its dependency list without the value.
+#[tokio::test]
+async fn damaged_entries_are_errors_and_deps_skip_the_value() {
+    let server = RedisServer::start();
+    let cache = MatroskaCache::redis(&server.url(), "p").await.unwrap();
+    let big = "x".repeat(4 << 20);
+    cache
+        .put("big", &big, [dep::id("page", 1), dep::tag("home")], MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(
+        cache.deps("big").await.unwrap().unwrap(),
+        [dep::id("page", 1), dep::tag("home")]
+    );
+    assert_eq!(
+        cache.get::<String>("big").await.unwrap().unwrap().len(),
+        big.len()
+    );
+    assert_eq!(cache.deps("missing").await.unwrap(), None);
+
+    let mut conn = server.connection();
+    for (key, raw) in [
+        ("empty", ""),
+        ("short", "123"),
+        ("bad-tag", "00000000000000000001x0000000000"),
+        ("bad-len", "00000000000000000001s00000000zz[]"),
+        ("long-len", "00000000000000000001s0000000099[]"),
+    ] {
+        let _: () = conn.set(format!("{{p}}:d:{key}"), raw).unwrap();
+        let get = cache.get::<String>(key).await;
+        assert!(
+            matches!(get, Err(Error::Corrupt { .. })),
+            "get {key}: {get:?}"
+        );
+        let deps = cache.deps(key).await;
+        assert!(
+            matches!(deps, Err(Error::Corrupt { .. })),
+            "deps {key}: {deps:?}"
+        );
+    }
+}
+
 /// After a concurrent workload every entry is reachable from each of its dependencies' index
 /// with its own generation: put never leaves an entry without its index members.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,7 @@
 //! | `has` | 1 | `EXISTS` |
 //! | `put` | 1 | `put.lua`: entry and index members together |
 //! | `delete` | 1 | `UNLINK` (index members reclaimed later) |
+//! | `deps` | 1 | `deps.lua`: the entry's header and dependency list, not its value |
 //! | `invalidate` | 2 for up to `batch_size` dependents | `invalidate.lua`, then `drop.lua` |
 //! | | 2 + 1 per `batch_size` beyond that | `HSCAN` of the next page pipelined with `drop.lua` of the last |
 //!
@@ -60,6 +61,7 @@ static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("re
 static INVALIDATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("invalidate.lua")));
 static DROP: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("drop.lua")));
 static PRUNE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("prune.lua")));
+static DEPS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("deps.lua")));
 
 /// The default time one round trip may take before it fails with [`Error::Timeout`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -679,11 +681,15 @@ impl Backend for RedisBackend {
     }
 
     async fn deps(&self, key: &str) -> Result<Option<Vec<Dep>>> {
+        let mut invocation = DEPS.prepare_invoke();
+        invocation.key(self.keys.data(key));
         let mut conn = self.conn.clone();
-        let stored: Option<Vec<u8>> = self.round_trip(conn.get(self.keys.data(key))).await?;
-        stored
-            .map(|bytes| decode_entry(key, bytes).map(|(_, deps)| deps))
-            .transpose()
+        let head: Option<Vec<u8>> = self.round_trip(invocation.invoke_async(&mut conn)).await?;
+        head.map(|bytes| {
+            let entry = StoredEntry::parse(key, &bytes)?;
+            parse_deps(key, entry.deps_json)
+        })
+        .transpose()
     }
 
     async fn prune(&self) -> Result<PruneReport> {
