@@ -222,13 +222,10 @@ impl<T> Scopes<T> {
         };
         match checked {
             Ok(dep) => Ok(vec![dep, self.kill_switch()]),
-            Err(reason) => match self.mode {
-                Mode::Development => Err(self.error(reason)),
-                Mode::Production => {
-                    warn!(object_type = %self.object_type, %reason, "scope misconfigured: this list is dropped by every write of its type");
-                    Ok(vec![self.kill_switch(), self.any_write()])
-                }
-            },
+            Err(reason) => self.misconfigured(
+                reason,
+                "scope misconfigured: this list is dropped by every write of its type",
+            ),
         }
     }
 
@@ -288,13 +285,12 @@ impl<T> Scopes<T> {
             match outcome {
                 Ok(Some(dep)) => deps.push(dep),
                 Ok(None) => {}
-                Err(reason) => match self.mode {
-                    Mode::Development => return Err(self.error(reason)),
-                    Mode::Production => {
-                        warn!(object_type = %self.object_type, %reason, "scope extractor failed: invalidating every list of this type");
-                        return Ok(vec![self.kill_switch(), self.any_write()]);
-                    }
-                },
+                Err(reason) => {
+                    return self.misconfigured(
+                        reason,
+                        "scope extractor failed: invalidating every list of this type",
+                    )
+                }
             }
         }
         Ok(deps)
@@ -327,10 +323,19 @@ impl<T> Scopes<T> {
         ))
     }
 
-    fn error(&self, reason: String) -> Error {
-        Error::Scope {
-            object_type: self.object_type.clone(),
-            reason,
+    /// A misconfiguration: an error in development; in production a warning, and the
+    /// dependencies that cover every list of the type (the kill switch, and what every write
+    /// invalidates), both for a list being cached and for a write being invalidated.
+    fn misconfigured(&self, reason: String, warning: &str) -> Result<Vec<Dep>> {
+        match self.mode {
+            Mode::Development => Err(Error::Scope {
+                object_type: self.object_type.clone(),
+                reason,
+            }),
+            Mode::Production => {
+                warn!(object_type = %self.object_type, %reason, "{warning}");
+                Ok(vec![self.kill_switch(), self.any_write()])
+            }
         }
     }
 }

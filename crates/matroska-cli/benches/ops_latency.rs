@@ -8,41 +8,18 @@
 //! ```
 
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use matroska_cache::{dep, MatroskaCache, RedisBackend};
-use matroska_test_support::RedisServer;
+use matroska_test_support::{GetProbe, RedisServer};
 
 /// Latencies of a GET loop on its own connection while `op` runs.
 fn measure(server: &RedisServer, op: impl FnOnce() -> bool) -> (Duration, bool, Vec<Duration>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let url = server.url();
-    let probe = {
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || {
-            let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
-            let mut latencies = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let start = Instant::now();
-                let _: Option<Vec<u8>> = redis::cmd("GET")
-                    .arg("{bench}:d:probe")
-                    .query(&mut conn)
-                    .unwrap();
-                latencies.push(start.elapsed());
-                std::thread::sleep(Duration::from_micros(200));
-            }
-            latencies
-        })
-    };
+    let probe = GetProbe::start(&server.url(), "{bench}:d:probe", Duration::from_micros(200));
     let start = Instant::now();
     let ok = op();
     let took = start.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    let mut latencies = probe.join().unwrap();
-    latencies.sort();
-    (took, ok, latencies)
+    (took, ok, probe.finish())
 }
 
 fn main() {

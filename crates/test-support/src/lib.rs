@@ -1,10 +1,15 @@
-//! Test support for matroska-cache: a throwaway `redis-server` on a free port.
+//! Test support for matroska-cache: a throwaway `redis-server` on a free port, and a
+//! [`GetProbe`] that measures how long Redis stalls.
 //!
 //! ```no_run
 //! let server = matroska_test_support::RedisServer::start();
 //! let url = server.url(); // redis://127.0.0.1:<port>/
 //! // the server and its directory go away when `server` is dropped
 //! ```
+
+mod probe;
+
+pub use probe::GetProbe;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

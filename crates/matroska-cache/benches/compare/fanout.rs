@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use matroska_cache::{dep, Dep, MatroskaCache, MemoryBackend};
+use matroska_test_support::GetProbe;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
@@ -89,40 +90,16 @@ pub fn print(rows: &[FanOut]) {
     }
 }
 
-/// A client on its own connection and OS thread that loops on `GET` until stopped, so its
-/// latencies show Redis's stalls and not our process's scheduling.
-struct ProbeLoop {
-    stop: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<Probe>,
+/// A `GET` loop on its own connection and thread (no pause) while something runs.
+fn probe(url: &str) -> GetProbe {
+    GetProbe::start(url, "probe", Duration::ZERO)
 }
 
-impl ProbeLoop {
-    fn start(url: &str) -> ProbeLoop {
-        let mut conn = redis::Client::open(url)
-            .expect("url")
-            .get_connection()
-            .expect("probe connection");
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let handle = std::thread::spawn(move || {
-            let mut probe = Probe::default();
-            while !flag.load(Ordering::Relaxed) {
-                let begin = Instant::now();
-                let _: Option<Vec<u8>> = redis::cmd("GET")
-                    .arg("probe")
-                    .query(&mut conn)
-                    .expect("probe GET");
-                probe.worst = probe.worst.max(begin.elapsed());
-                probe.gets += 1;
-            }
-            probe
-        });
-        ProbeLoop { stop, handle }
-    }
-
-    fn finish(self) -> Probe {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().expect("probe thread")
+/// What the loop saw: how many GETs, and the slowest.
+fn summary(latencies: Vec<Duration>) -> Probe {
+    Probe {
+        gets: latencies.len(),
+        worst: latencies.last().copied().unwrap_or_default(),
     }
 }
 
@@ -270,7 +247,7 @@ pub async fn redis(
         // batches of 1,000 with the keys known in advance.
         fill(cache, 0..n, |i| vec![group_dep(i, 1)]).await;
         let keys: Vec<String> = (0..n).map(|i| format!("{{{prefix}}}:d:f{i}")).collect();
-        let probe = ProbeLoop::start(url);
+        let running = probe(url);
         let start = Instant::now();
         for chunk in keys.chunks(UNLINK_BATCH) {
             let unlinked: usize = redis::cmd("UNLINK")
@@ -281,13 +258,13 @@ pub async fn redis(
             assert_eq!(unlinked, chunk.len(), "the baseline deletes every entry");
         }
         let base = start.elapsed();
-        let base_probe = probe.finish();
+        let base_probe = summary(running.finish());
         flush(&mut conn).await;
 
         fill(cache, 0..n, |i| vec![group_dep(i, 1)]).await;
-        let probe = ProbeLoop::start(url);
+        let running = probe(url);
         let (ours, recached) = invalidate_all(cache, n, 1, |i| vec![group_dep(i, 1)]).await;
-        let ours_probe = probe.finish();
+        let ours_probe = summary(running.finish());
         let survived = survivors(cache, &recached).await;
         // Every entry the re-caching task did not touch must be gone: count what is left by
         // scanning the entry keys (see the key layout in `backend/redis/keys.rs`).

@@ -37,30 +37,16 @@ pub struct StoredEntry<'a> {
 impl<'a> StoredEntry<'a> {
     /// Parses a stored entry; `key` names it in the error if the bytes are not an entry.
     pub fn parse(key: &str, bytes: &'a [u8]) -> Result<StoredEntry<'a>> {
-        let corrupt = |detail: &str| Error::Corrupt {
-            key: key.to_owned(),
-            detail: format!("stored entry: {detail}"),
-        };
-        if bytes.len() < HEADER {
-            return Err(corrupt("shorter than its header"));
-        }
-        let generation = digits(&bytes[..GENERATION_WIDTH]).ok_or_else(|| corrupt("generation"))?;
-        let format = Format::from_tag(&bytes[GENERATION_WIDTH..GENERATION_WIDTH + 1])
-            .ok_or_else(|| corrupt("unknown format tag"))?;
-        let deps_len = digits(&bytes[GENERATION_WIDTH + 1..HEADER])
-            .and_then(|n| usize::try_from(n).ok())
-            .ok_or_else(|| corrupt("dependency list length"))?;
-        let rest = &bytes[HEADER..];
-        if deps_len > rest.len() {
-            return Err(corrupt("dependency list longer than the entry"));
-        }
-        let (deps, value) = rest.split_at(deps_len);
-        let deps_json = std::str::from_utf8(deps).map_err(|_| corrupt("dependency list"))?;
+        let (format, start) = value_start(key, bytes)?;
+        let generation =
+            digits(&bytes[..GENERATION_WIDTH]).ok_or_else(|| corrupt(key, "generation"))?;
+        let deps_json = std::str::from_utf8(&bytes[HEADER..start])
+            .map_err(|_| corrupt(key, "dependency list"))?;
         Ok(StoredEntry {
             generation,
             format,
             deps_json,
-            value,
+            value: &bytes[start..],
         })
     }
 }
@@ -68,21 +54,29 @@ impl<'a> StoredEntry<'a> {
 /// The format and where the value starts, without reading the generation or the
 /// dependency list (the `get` path needs neither).
 pub(crate) fn value_start(key: &str, bytes: &[u8]) -> Result<(Format, usize)> {
-    let corrupt = |detail: &str| Error::Corrupt {
-        key: key.to_owned(),
-        detail: format!("stored entry: {detail}"),
-    };
     if bytes.len() < HEADER {
-        return Err(corrupt("shorter than its header"));
+        return Err(corrupt(key, "shorter than its header"));
     }
     let format = Format::from_tag(&bytes[GENERATION_WIDTH..GENERATION_WIDTH + 1])
-        .ok_or_else(|| corrupt("unknown format tag"))?;
+        .ok_or_else(|| corrupt(key, "unknown format tag"))?;
     let deps_len = digits(&bytes[GENERATION_WIDTH + 1..HEADER])
         .and_then(|n| usize::try_from(n).ok())
-        .ok_or_else(|| corrupt("dependency list length"))?;
+        .ok_or_else(|| corrupt(key, "dependency list length"))?;
     match HEADER.checked_add(deps_len) {
         Some(start) if start <= bytes.len() => Ok((format, start)),
-        _ => Err(corrupt("dependency list longer than the entry")),
+        _ => Err(corrupt(key, "dependency list longer than the entry")),
+    }
+}
+
+/// A generation as entries store it (and as scripts compare it): 20 digits.
+pub(crate) fn generation_text(generation: u64) -> String {
+    format!("{generation:0GENERATION_WIDTH$}")
+}
+
+fn corrupt(key: &str, detail: &str) -> Error {
+    Error::Corrupt {
+        key: key.to_owned(),
+        detail: format!("stored entry: {detail}"),
     }
 }
 
@@ -114,7 +108,7 @@ mod tests {
 
     /// What `put.lua` does: the generation in front of the tail.
     fn stored(generation: u64, tail: &[u8]) -> Vec<u8> {
-        let mut out = format!("{generation:020}").into_bytes();
+        let mut out = generation_text(generation).into_bytes();
         out.extend_from_slice(tail);
         out
     }

@@ -51,7 +51,7 @@ pub use inspect::PrefixStats;
 pub(crate) use keys::KeySpace;
 
 use super::{Backend, Fenced, PruneReport, Ticket, DEFAULT_MAX_TICKET_AGE};
-use crate::codec::Encoded;
+use crate::codec::{Encoded, Format};
 use crate::dep::Dep;
 use crate::error::{Error, Result};
 
@@ -457,7 +457,10 @@ impl RedisBackend {
         for (position, (_, members)) in indexes.iter().enumerate() {
             for (key, generation) in members {
                 invocation.key(self.keys.data(key));
-                invocation.arg(position + 1).arg(key).arg(generation);
+                invocation
+                    .arg(position + 1)
+                    .arg(key)
+                    .arg(entry::generation_text(*generation));
             }
         }
         let mut conn = self.conn.clone();
@@ -516,21 +519,22 @@ fn parse_deps(key: &str, json: &str) -> Result<Vec<Dep>> {
         .collect()
 }
 
+/// The value of a stored entry that starts at `start`, moved to the front of the buffer
+/// (cheaper than splitting a `Bytes`, which allocates).
+fn value_at(mut stored: Vec<u8>, format: Format, start: usize) -> Encoded {
+    stored.drain(..start);
+    Encoded {
+        format,
+        bytes: Bytes::from(stored),
+    }
+}
+
 /// Parses a stored entry into its value and dependencies.
 fn decode_entry(key: &str, bytes: Vec<u8>) -> Result<(Encoded, Vec<Dep>)> {
     let entry = StoredEntry::parse(key, &bytes)?;
+    let (format, start) = (entry.format, bytes.len() - entry.value.len());
     let deps = parse_deps(key, entry.deps_json)?;
-    let start = bytes.len() - entry.value.len();
-    let format = entry.format;
-    let mut bytes = bytes;
-    bytes.drain(..start);
-    Ok((
-        Encoded {
-            format,
-            bytes: Bytes::from(bytes),
-        },
-        deps,
-    ))
+    Ok((value_at(bytes, format, start), deps))
 }
 
 /// Milliseconds for `SET PX`: at least 1, and an error if it does not fit.
@@ -550,13 +554,7 @@ impl Backend for RedisBackend {
             return Ok(None);
         };
         let (format, start) = entry::value_start(key, &stored)?;
-        // Moving the value to the front costs less than splitting a `Bytes` (an allocation).
-        let mut stored = stored;
-        stored.drain(..start);
-        Ok(Some(Encoded {
-            format,
-            bytes: Bytes::from(stored),
-        }))
+        Ok(Some(value_at(stored, format, start)))
     }
 
     async fn has(&self, key: &str) -> Result<bool> {
@@ -640,7 +638,7 @@ impl Backend for RedisBackend {
             Some(lists) => {
                 for (position, flat) in lists.into_iter().enumerate() {
                     for (key, generation) in parse_members(flat) {
-                        batch.push((position, key, format!("{generation:020}")));
+                        batch.push((position, key, entry::generation_text(generation)));
                     }
                 }
                 dropped += self.drop_batch(&index_keys, &batch, true).await?;
@@ -665,7 +663,7 @@ impl Backend for RedisBackend {
                         };
                         for (key, generation) in members {
                             if generation < mark {
-                                batch.push((position, key, format!("{generation:020}")));
+                                batch.push((position, key, entry::generation_text(generation)));
                             }
                         }
                         cursor = next;

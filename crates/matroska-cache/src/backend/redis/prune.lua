@@ -9,7 +9,8 @@
 -- KEYS[n+1..]  one entry per member
 -- ARGV[1]      n
 -- ARGV[2]      the maximum ticket age (ms)
--- ARGV[3..]    one triple per member: index position (1..n), cache key, generation
+-- ARGV[3..]    one triple per member: index position (1..n), cache key, generation as
+--              the entry starts with it (20 digits)
 --
 -- Returns the number of members removed.
 local n = tonumber(ARGV[1])
@@ -18,7 +19,9 @@ for m = 1, #KEYS - n do
     local a = 3 + (m - 1) * 3
     local index = KEYS[tonumber(ARGV[a])]
     local field, gen = ARGV[a + 1], ARGV[a + 2]
-    if redis.call('GETRANGE', KEYS[n + m], 0, 19) ~= string.rep('0', 20 - #gen) .. gen and redis.call('HGET', index, field) == gen then
+    -- The index holds the generation without the entry's leading zeros.
+    if redis.call('GETRANGE', KEYS[n + m], 0, 19) ~= gen
+        and redis.call('HGET', index, field) == string.match(gen, '^0*(%d+)$') then
         redis.call('HDEL', index, field)
         removed = removed + 1
     end
