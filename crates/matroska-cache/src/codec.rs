@@ -2,11 +2,17 @@
 //!
 //! A stored value carries a one-letter [`Format`] tag beside its bytes (the original's `s` and
 //! `j` prefixes), so a reader knows how to decode it and a new codec can be added without
-//! misreading old entries. In Redis both stay readable with `redis-cli`: the value is the `v`
-//! field of the entry's hash, the tag its `f` field.
+//! misreading old entries. In Redis both stay readable with `redis-cli`.
+//!
+//! Anything that serializes as a JSON string is stored in the string format: a `String`, but
+//! also `Some("x")`, a newtype `Name(String)`, a unit enum variant or a `char`. Decoding feeds
+//! the text back as a JSON string value, so each of those comes back as the type that wrote it.
+//!
+//! What JSON itself cannot tell apart does not round-trip: `Some(None)` and `Some(())` read back
+//! as `None`, and non-finite floats (`NaN`, infinities) are written as `null`. Maps need keys
+//! that serialize as strings or numbers ([`Error::Encode`] otherwise).
 
 use bytes::Bytes;
-use serde::de::value::{Error as ValueError, StrDeserializer};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -86,7 +92,10 @@ impl Encoded {
             Format::Str => {
                 let text = std::str::from_utf8(&self.bytes)
                     .map_err(|e| decode_error(format!("stored string is not UTF-8: {e}")))?;
-                T::deserialize(StrDeserializer::<ValueError>::new(text))
+                // The value was written as a JSON string: read it back as one, so that
+                // options, newtypes and enums over a string decode (a plain string
+                // deserializer knows none of them). `String` takes the text without a copy.
+                T::deserialize(serde_json::Value::String(text.to_owned()))
                     .map_err(|e| decode_error(e.to_string()))
             }
         }
@@ -97,7 +106,9 @@ impl Encoded {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use proptest::test_runner::TestCaseError;
     use serde::Deserialize;
+    use std::collections::BTreeMap;
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     enum Colour {
@@ -163,7 +174,140 @@ mod tests {
         ));
     }
 
+    /// A newtype over a string: it serializes as a bare JSON string.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct Name(String);
+
+    /// One variant of each serde kind.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    enum Shape {
+        Unit,
+        Newtype(String),
+        Tuple(i64, String),
+        Struct { name: Option<Name>, list: Vec<u32> },
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct Nested {
+        name: Name,
+        shape: Shape,
+        maybe: Option<String>,
+        map: BTreeMap<String, Option<Shape>>,
+        inner: Option<Box<Nested>>,
+    }
+
+    /// Any string, and strings that look like JSON, like our own stored header, or are empty.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "\\PC*",
+            Just(String::new()),
+            prop_oneof![
+                Just("null"),
+                Just("true"),
+                Just("1"),
+                Just("-0.5e3"),
+                Just("[]"),
+                Just("{}"),
+                Just("\"\""),
+            ]
+            .prop_map(str::to_owned),
+            "[\\[{\"][ -~]{0,20}[\\]}\"]",
+            "[0-9]{20}[sj][0-9]{10}\\[\"[a-z:]{0,8}\"\\][ -~]{0,10}",
+        ]
+    }
+
+    fn name() -> impl Strategy<Value = Name> {
+        text().prop_map(Name)
+    }
+
+    fn shape() -> impl Strategy<Value = Shape> {
+        prop_oneof![
+            Just(Shape::Unit),
+            text().prop_map(Shape::Newtype),
+            (any::<i64>(), text()).prop_map(|(n, s)| Shape::Tuple(n, s)),
+            (
+                prop::option::of(name()),
+                prop::collection::vec(any::<u32>(), 0..4)
+            )
+                .prop_map(|(name, list)| Shape::Struct { name, list }),
+        ]
+    }
+
+    fn nested() -> impl Strategy<Value = Nested> {
+        let leaf = (
+            name(),
+            shape(),
+            prop::option::of(text()),
+            prop::collection::btree_map(text(), prop::option::of(shape()), 0..3),
+        )
+            .prop_map(|(name, shape, maybe, map)| Nested {
+                name,
+                shape,
+                maybe,
+                map,
+                inner: None,
+            });
+        leaf.prop_recursive(3, 8, 1, |inner| {
+            (inner.clone(), inner).prop_map(|(mut outer, inner)| {
+                outer.inner = Some(Box::new(inner));
+                outer
+            })
+        })
+    }
+
+    /// Encodes and decodes `value` as a backend would store it.
+    fn round_trip<T>(value: &T) -> std::result::Result<(), TestCaseError>
+    where
+        T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let encoded =
+            Encoded::encode("k", value).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let stored = Encoded {
+            format: Format::from_tag(encoded.format.tag().as_bytes()).unwrap(),
+            bytes: Bytes::copy_from_slice(&encoded.bytes),
+        };
+        let back: T = stored
+            .decode("k")
+            .map_err(|e| TestCaseError::fail(format!("{value:?}: {e}")))?;
+        prop_assert_eq!(&back, value);
+        Ok(())
+    }
+
+    #[test]
+    fn reported_shapes_decode() {
+        // Each of these was stored in the string format and then failed to decode.
+        round_trip(&Some("x".to_owned())).unwrap();
+        round_trip(&Name("x".to_owned())).unwrap();
+        round_trip(&Some(Name("x".to_owned()))).unwrap();
+        round_trip(&Shape::Newtype("x".to_owned())).unwrap();
+    }
+
     proptest! {
+        #[test]
+        fn every_serde_shape_round_trips(
+            s in text(),
+            n in name(),
+            sh in shape(),
+            nest in nested(),
+            map in prop::collection::hash_map(text(), prop::option::of(name()), 0..4),
+            c in any::<char>(),
+        ) {
+            round_trip(&s)?;
+            round_trip(&Some(s.clone()))?;
+            round_trip(&None::<String>)?;
+            round_trip(&n)?;
+            round_trip(&Some(n))?;
+            round_trip(&sh)?;
+            round_trip(&Some(sh.clone()))?;
+            round_trip(&vec![sh.clone(), Shape::Unit])?;
+            round_trip(&(s, sh, c))?;
+            round_trip(&nest)?;
+            round_trip(&Some(Box::new(nest)))?;
+            round_trip(&map)?;
+            round_trip(&c)?;
+        }
+
         #[test]
         fn strings_round_trip(s in any::<String>()) {
             let e = Encoded::encode("k", &s).unwrap();
