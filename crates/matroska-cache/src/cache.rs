@@ -16,6 +16,7 @@ use crate::dep::Dep;
 use crate::error::{Error, Result};
 use crate::read_through::Flights;
 use crate::stats::{Counter, Counters, Stats};
+use crate::ttl;
 
 /// A cache whose entries declare what they were built from.
 ///
@@ -185,9 +186,7 @@ impl MatroskaCache {
         ttl: Duration,
         ticket: &Ticket,
     ) -> Result<bool> {
-        if ttl.is_zero() {
-            return self.count(Err(Error::InvalidTtl { ttl }));
-        }
+        let ttl = self.count(ttl::check(ttl))?;
         let encoded = self.count(Encoded::encode(key, value))?;
         let deps = sorted_unique(deps);
         let backend = &self.inner.backend;
@@ -220,7 +219,7 @@ impl MatroskaCache {
     ///
     /// Replaces any previous entry under `key` together with its dependencies: an old
     /// dependency no longer drops the new value. Strings are stored as they are, other values
-    /// as JSON. A zero `ttl` is [`Error::InvalidTtl`].
+    /// as JSON. A `ttl` of zero or above [`MAX_TTL`](crate::MAX_TTL) is [`Error::InvalidTtl`].
     pub async fn put<T: Serialize + ?Sized>(
         &self,
         key: &str,
@@ -228,9 +227,7 @@ impl MatroskaCache {
         deps: impl IntoIterator<Item = Dep>,
         ttl: Duration,
     ) -> Result<()> {
-        if ttl.is_zero() {
-            return self.count(Err(Error::InvalidTtl { ttl }));
-        }
+        let ttl = self.count(ttl::check(ttl))?;
         let encoded = self.count(Encoded::encode(key, value))?;
         let deps = sorted_unique(deps);
         let size = encoded.bytes.len();

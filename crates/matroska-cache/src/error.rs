@@ -11,11 +11,13 @@ use crate::dep::ParseDepError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The TTL was zero (or so large that Redis cannot represent it in milliseconds).
+    /// The TTL was zero or above [`MAX_TTL`](crate::ttl::MAX_TTL) (100 years); the same rule
+    /// holds on every backend.
     ///
-    /// Pass a TTL between one millisecond and about 292 million years. A cache entry that
-    /// expires at once is almost always a bug, so it is refused instead of silently not stored.
-    #[error("invalid TTL {ttl:?}: it must be at least 1 ms and fit in a signed 64-bit count of milliseconds")]
+    /// Pass a TTL above zero (below a millisecond rounds up to one) and at most `MAX_TTL`. A
+    /// cache entry that expires at once is almost always a bug, so it is refused instead of
+    /// silently not stored.
+    #[error("invalid TTL {ttl:?}: it must be above zero and at most 100 years")]
     InvalidTtl {
         /// The TTL that was passed.
         ttl: Duration,

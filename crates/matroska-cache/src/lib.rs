@@ -16,7 +16,7 @@
 //!   every write), and [`changes`] lists the fields a write changed.
 //! - [`read_through`] adds `get_or_compute`: stale-set fencing, single flight, leases and
 //!   nested dependency propagation.
-//! - [`stats`] holds the counters, [`error`] the one error type.
+//! - [`stats`] holds the counters, [`error`] the one error type, [`ttl`] the one TTL rule.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backend;
@@ -32,6 +32,7 @@ pub mod orm;
 pub mod read_through;
 pub mod scopes;
 pub mod stats;
+pub mod ttl;
 
 pub use backend::memory::{MemoryBackend, MemoryBackendBuilder};
 #[cfg(feature = "redis")]
@@ -43,6 +44,7 @@ pub use dep::Dep;
 pub use error::{Error, Result};
 pub use read_through::depends_on;
 pub use stats::Stats;
+pub use ttl::MAX_TTL;
 
 /// What the derive macros' expansions name; not part of the API.
 #[doc(hidden)]

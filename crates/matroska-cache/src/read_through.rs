@@ -37,6 +37,7 @@ use crate::codec::Encoded;
 use crate::dep::Dep;
 use crate::error::Error;
 use crate::stats::Counter;
+use crate::ttl;
 
 tokio::task_local! {
     /// The dependencies discovered by the computation running in this task.
@@ -217,6 +218,15 @@ impl MatroskaCache {
         Fut: Future<Output = Result<(T, D), E>> + Send,
         E: Send,
     {
+        let ttl = match ttl::check(ttl) {
+            Ok(ttl) => ttl,
+            // Like `put`, an invalid TTL is refused; here that means the value is returned
+            // but not stored (and the cache is not read for a value it could not renew).
+            Err(error) => {
+                self.fault(key, &error);
+                return self.compute_uncached(compute).await;
+            }
+        };
         loop {
             match self.lookup::<T>(key).await {
                 Lookup::Hit(value, deps) => {

@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use matroska_cache::{dep, Error};
+use matroska_cache::{dep, Error, MAX_TTL};
 use serde::{Deserialize, Serialize};
 use support::Harness;
 
@@ -88,6 +88,57 @@ async fn values_of_every_kind(h: Harness) {
     // A stored `null` is a hit holding `None`, not a miss.
     assert_eq!(c.get::<Option<u8>>("none").await.unwrap(), Some(None));
     assert_eq!(c.get::<()>("unit").await.unwrap(), Some(()));
+
+    // Values that serialize as a JSON string are stored as text and must come back as the
+    // type that wrote them (these once failed to decode, so read-through never hit).
+    c.put("some-str", &Some("x".to_owned()), [], MINUTE)
+        .await
+        .unwrap();
+    c.put("name", &Name("x".into()), [], MINUTE).await.unwrap();
+    c.put("variant", &Shape::Circle, [], MINUTE).await.unwrap();
+    c.put("newtype-variant", &Shape::Label("x".into()), [], MINUTE)
+        .await
+        .unwrap();
+    c.put("json-looking", "[1,2]", [], MINUTE).await.unwrap();
+    assert_eq!(
+        c.get::<Option<String>>("some-str").await.unwrap(),
+        Some(Some("x".to_owned()))
+    );
+    assert_eq!(c.get::<Name>("name").await.unwrap(), Some(Name("x".into())));
+    assert_eq!(
+        c.get::<Option<Name>>("name").await.unwrap(),
+        Some(Some(Name("x".into())))
+    );
+    assert_eq!(
+        c.get::<Shape>("variant").await.unwrap(),
+        Some(Shape::Circle)
+    );
+    assert_eq!(
+        c.get::<Shape>("newtype-variant").await.unwrap(),
+        Some(Shape::Label("x".into()))
+    );
+    assert_eq!(
+        c.get::<String>("json-looking").await.unwrap().as_deref(),
+        Some("[1,2]")
+    );
+    let before = c.stats().computations;
+    let name: Name = c
+        .get_or_compute("name", MINUTE, || async {
+            Ok::<_, std::io::Error>((Name("computed".into()), []))
+        })
+        .await
+        .unwrap();
+    assert_eq!((name, c.stats().computations), (Name("x".into()), before));
+    assert_eq!(c.stats().faults, 0);
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Name(String);
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+enum Shape {
+    Circle,
+    Label(String),
 }
 
 async fn wrong_type_is_an_error_not_a_panic(h: Harness) {
@@ -106,15 +157,66 @@ async fn wrong_type_is_an_error_not_a_panic(h: Harness) {
     assert_eq!(c.stats().errors, 2);
 }
 
-async fn zero_ttl_is_an_error(h: Harness) {
-    let err = h.cache.put("k", &1, [], Duration::ZERO).await.unwrap_err();
-    assert!(matches!(err, Error::InvalidTtl { .. }), "{err}");
-    assert!(!h.cache.has("k").await.unwrap());
-    // Sub-millisecond TTLs are not zero: they round up.
-    h.cache
-        .put("k", &1, [], Duration::from_micros(10))
+async fn one_ttl_rule_on_every_backend(h: Harness) {
+    let c = &h.cache;
+    for bad in [
+        Duration::ZERO,
+        MAX_TTL + Duration::from_nanos(1),
+        Duration::MAX,
+    ] {
+        let err = c.put("k", &1, [], bad).await.unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidTtl { ttl } if ttl == bad),
+            "{err}"
+        );
+        let ticket = c.ticket().await.unwrap();
+        let err = c.put_fenced("k", &1, [], bad, &ticket).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidTtl { .. }), "{err}");
+        assert!(!c.has("k").await.unwrap());
+    }
+    // Sub-millisecond TTLs are not zero: they round up. The longest TTL is accepted.
+    c.put("k", &1, [], Duration::from_micros(10)).await.unwrap();
+    c.put("long", &1, [], MAX_TTL).await.unwrap();
+    assert_eq!(c.get::<u32>("long").await.unwrap(), Some(1));
+
+    // get_or_compute refuses a zero TTL like put: counted as a fault, the value returned
+    // but not stored.
+    let faults = c.stats().faults;
+    for _ in 0..2 {
+        let v: u32 = c
+            .get_or_compute("zero", Duration::ZERO, || async {
+                Ok::<_, std::io::Error>((7, [dep::tag("z")]))
+            })
+            .await
+            .unwrap();
+        assert_eq!(v, 7);
+    }
+    assert_eq!(c.stats().faults, faults + 2);
+    assert!(!c.has("zero").await.unwrap());
+}
+
+async fn unlimited_durations_do_not_panic(h: Harness) {
+    let c = h.with_unlimited_durations().await;
+    c.put("k", "v", [dep::tag("t")], MINUTE).await.unwrap();
+    assert_eq!(c.invalidate([dep::tag("t")]).await.unwrap(), 1);
+    let v: String = c
+        .get_or_compute("k", MINUTE, || async {
+            Ok::<_, std::io::Error>(("computed".to_owned(), [dep::tag("t")]))
+        })
         .await
         .unwrap();
+    assert_eq!(v, "computed");
+    assert_eq!(
+        c.get::<String>("k").await.unwrap().as_deref(),
+        Some("computed")
+    );
+    let ticket = c.ticket().await.unwrap();
+    assert!(c
+        .put_fenced("f", "v", [dep::tag("t")], MINUTE, &ticket)
+        .await
+        .unwrap());
+    c.prune().await.unwrap();
+    assert_eq!(c.invalidate([dep::tag("t")]).await.unwrap(), 2);
 }
 
 async fn entries_expire(h: Harness) {
@@ -226,7 +328,8 @@ backend_tests!(
     put_get_has_delete,
     values_of_every_kind,
     wrong_type_is_an_error_not_a_panic,
-    zero_ttl_is_an_error,
+    one_ttl_rule_on_every_backend,
+    unlimited_durations_do_not_panic,
     entries_expire,
     arbitrary_utf8_keys_and_deps,
     large_values,

@@ -33,6 +33,7 @@ use super::{Backend, Fenced, PruneReport, Ticket, DEFAULT_MAX_TICKET_AGE};
 use crate::codec::Encoded;
 use crate::dep::Dep;
 use crate::error::{Error, Result};
+use crate::ttl;
 
 /// The default bound: 128 MiB of keys, values and dependency texts.
 pub const DEFAULT_MAX_WEIGHT: u64 = 128 * 1024 * 1024;
@@ -332,7 +333,7 @@ impl Backend for MemoryBackend {
     }
 
     async fn put(&self, key: &str, value: Encoded, deps: &[Dep], ttl: Duration) -> Result<()> {
-        self.store(key, value, deps, ttl);
+        self.store(key, value, deps, ttl::check(ttl)?);
         Ok(())
     }
 
@@ -350,6 +351,8 @@ impl Backend for MemoryBackend {
             return Ok((ticket, true));
         };
         let now = Instant::now();
+        // `Duration::MAX` means "no limit"; an Instant cannot hold that, 100 years will do.
+        let ttl = ttl.min(ttl::MAX_TTL);
         let mut leased = false;
         self.leases
             .entry(Arc::from(key))
@@ -378,6 +381,7 @@ impl Backend for MemoryBackend {
             self.leases
                 .remove_if(key, |_, (current, _)| *current == holder);
         }
+        let ttl = ttl::check(ttl)?;
         let _shared = self.fence.read().unwrap_or_else(PoisonError::into_inner);
         let age = self.now_ms().saturating_sub(ticket.time_ms());
         if u128::from(age) > self.max_ticket_age.as_millis() {

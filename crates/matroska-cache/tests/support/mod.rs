@@ -83,6 +83,31 @@ impl Harness {
         }
     }
 
+    /// A cache on the same store whose every duration setting is `Duration::MAX` ("no
+    /// limit"): timeouts, lease timeout, ticket age, prune interval.
+    pub async fn with_unlimited_durations(&self) -> MatroskaCache {
+        let max = std::time::Duration::MAX;
+        let builder = match &self.kind {
+            Kind::Memory(_) => MatroskaCache::builder(
+                MemoryBackend::builder()
+                    .max_ticket_age(max)
+                    .build()
+                    .unwrap(),
+            ),
+            Kind::Redis { server, prefix } => MatroskaCache::builder(
+                RedisBackend::builder(&server.url(), prefix)
+                    .timeout(max)
+                    .connect_timeout(max)
+                    .max_ticket_age(max)
+                    .auto_prune(Some(max))
+                    .build()
+                    .await
+                    .unwrap(),
+            ),
+        };
+        builder.lease_timeout(max).build().unwrap()
+    }
+
     /// The number of members across all dependency indexes of this cache.
     pub fn index_members(&self) -> u64 {
         match &self.kind {

@@ -54,6 +54,7 @@ use super::{Backend, Fenced, PruneReport, Ticket, DEFAULT_MAX_TICKET_AGE};
 use crate::codec::{Encoded, Format};
 use crate::dep::Dep;
 use crate::error::{Error, Result};
+use crate::ttl;
 
 static PUT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("put.lua")));
 static BEGIN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("begin.lua")));
@@ -227,7 +228,10 @@ impl RedisBackendBuilder {
             .set_max_delay(Duration::from_millis(500));
         let connect = client.get_connection_manager_with_config(config);
         // The manager retries; bound the whole attempt so an unreachable server fails promptly.
-        let limit = self.connect_timeout * 3 + Duration::from_secs(1);
+        let limit = self
+            .connect_timeout
+            .saturating_mul(3)
+            .saturating_add(Duration::from_secs(1));
         let conn = tokio::time::timeout(limit, connect)
             .await
             .map_err(|_| Error::Timeout(limit))??;
@@ -295,7 +299,8 @@ impl RedisBackend {
             ..self.clone()
         };
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(every);
+            // `Duration::MAX` means "never"; tokio's clock cannot add that to now.
+            let mut ticker = tokio::time::interval(every.min(ttl::MAX_TTL));
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticker.tick().await; // the first tick is immediate
             loop {
@@ -309,7 +314,7 @@ impl RedisBackend {
                     .arg(std::process::id())
                     .arg("NX")
                     .arg("PX")
-                    .arg(every.as_millis().max(1) as u64);
+                    .arg(ttl::redis_millis(every));
                 match pruner
                     .round_trip(lock.query_async::<Option<String>>(&mut conn))
                     .await
@@ -378,7 +383,7 @@ impl RedisBackend {
         ttl: Duration,
         fence: Option<(Ticket, Option<u64>)>,
     ) -> Result<Fenced> {
-        let ttl = ttl_millis(ttl)?;
+        let ttl = ttl::millis(ttl::check(ttl)?);
         let mut invocation = PUT.prepare_invoke();
         invocation
             .key(self.keys.sequence())
@@ -396,7 +401,7 @@ impl RedisBackend {
                 .key(self.keys.epoch())
                 .arg(ticket.seq())
                 .arg(ticket.time_ms())
-                .arg(self.max_ticket_age.as_millis() as u64)
+                .arg(ttl::redis_millis(self.max_ticket_age))
                 .arg(holder.map(|h| h.to_string()).unwrap_or_default())
                 .arg(ticket.epoch());
         }
@@ -414,7 +419,7 @@ impl RedisBackend {
     /// batches are more than two round trips (each bounded by the timeout) apart, so five
     /// timeouts leave a wide margin; a crashed invalidation stops blocking after that long.
     fn running_deadline(&self) -> u64 {
-        (self.timeout * 5).max(Duration::from_secs(1)).as_millis() as u64
+        ttl::redis_millis(self.timeout.saturating_mul(5).max(Duration::from_secs(1)))
     }
 
     /// Drops one batch of `(index position, cache key, generation)` members (the generation
@@ -453,7 +458,7 @@ impl RedisBackend {
         }
         invocation
             .arg(indexes.len())
-            .arg(self.max_ticket_age.as_millis() as u64);
+            .arg(ttl::redis_millis(self.max_ticket_age));
         for (position, (_, members)) in indexes.iter().enumerate() {
             for (key, generation) in members {
                 invocation.key(self.keys.data(key));
@@ -537,15 +542,6 @@ fn decode_entry(key: &str, bytes: Vec<u8>) -> Result<(Encoded, Vec<Dep>)> {
     Ok((value_at(bytes, format, start), deps))
 }
 
-/// Milliseconds for `SET PX`: at least 1, and an error if it does not fit.
-fn ttl_millis(ttl: Duration) -> Result<u64> {
-    let ms = ttl.as_nanos().div_ceil(1_000_000);
-    match u64::try_from(ms) {
-        Ok(ms) if ms >= 1 && ms <= i64::MAX as u64 => Ok(ms),
-        _ => Err(Error::InvalidTtl { ttl }),
-    }
-}
-
 impl Backend for RedisBackend {
     async fn get(&self, key: &str) -> Result<Option<Encoded>> {
         let mut conn = self.conn.clone();
@@ -579,7 +575,7 @@ impl Backend for RedisBackend {
             .key(self.keys.lease(key))
             .key(self.keys.epoch());
         match lease {
-            Some((holder, ttl)) => invocation.arg(holder).arg(ttl_millis(ttl)?),
+            Some((holder, ttl)) => invocation.arg(holder).arg(ttl::redis_millis(ttl)),
             None => invocation.arg("").arg(1),
         };
         invocation.arg(rand::random::<u64>());
