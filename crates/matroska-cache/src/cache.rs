@@ -1,5 +1,6 @@
 //! [`MatroskaCache`]: the front door.
 
+use std::borrow::Borrow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use crate::backend::redis::RedisBackend;
 use crate::backend::{Backend, DynBackend, Fenced, PruneReport, Ticket};
 use crate::codec::Encoded;
 use crate::dep::Dep;
+use crate::detach;
 use crate::error::{Error, Result};
 use crate::read_through::Flights;
 use crate::stats::{Counter, Counters, Stats};
@@ -274,15 +276,29 @@ impl MatroskaCache {
     ///
     /// When it returns, no entry that depended on `deps` and was stored before the call began
     /// is readable, in this process or any other sharing the backend. Unknown dependencies
-    /// drop nothing.
-    pub async fn invalidate(&self, deps: impl IntoIterator<Item = Dep>) -> Result<u64> {
-        let deps = sorted_unique(deps);
-        let dropped = self.count(self.inner.backend.invalidate(&deps).await)?;
-        let counters = &self.inner.counters;
-        counters.add(Counter::Invalidations, 1);
-        counters.add(Counter::Dropped, dropped);
-        debug!(deps = ?deps, dropped, "cache invalidate");
-        Ok(dropped)
+    /// drop nothing. `deps` may be given by value or by reference (`[Dep; N]`, `&[Dep]`,
+    /// `&Vec<Dep>`, an iterator of either).
+    ///
+    /// Once polled, the invalidation runs to the end in a task of its own (it needs a Tokio
+    /// runtime for that; outside one it runs in place): dropping this future, for example
+    /// under a timeout or when a web client disconnects, does not leave some dependents
+    /// readable.
+    pub async fn invalidate<D: Borrow<Dep>>(
+        &self,
+        deps: impl IntoIterator<Item = D>,
+    ) -> Result<u64> {
+        let deps = sorted_unique(deps.into_iter().map(|d| d.borrow().clone()));
+        let cache = self.clone();
+        let outcome = detach::run_to_completion(async move {
+            let dropped = cache.inner.backend.invalidate(&deps).await?;
+            let counters = &cache.inner.counters;
+            counters.add(Counter::Invalidations, 1);
+            counters.add(Counter::Dropped, dropped);
+            debug!(deps = ?deps, dropped, "cache invalidate");
+            Ok(dropped)
+        })
+        .await;
+        self.count(outcome.and_then(|dropped| dropped))
     }
 
     /// The dependencies the entry under `key` was stored with, or `None` if there is none.

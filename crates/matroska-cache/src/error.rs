@@ -158,6 +158,14 @@ pub enum Error {
     #[cfg(feature = "redis")]
     Redis(#[from] redis::RedisError),
 
+    /// The Tokio runtime shut down while an operation that must finish once begun (an
+    /// invalidation, a transaction's commit and invalidation) was running in its own task.
+    ///
+    /// Whether it completed is unknown. Run it again on a live runtime: invalidating twice is
+    /// harmless.
+    #[error("the Tokio runtime shut down before the operation finished")]
+    RuntimeShutdown,
+
     /// A Redis operation did not complete within the configured timeout.
     ///
     /// Redis is unreachable, overloaded or blocked. Retry later; the connection recovers by

@@ -25,6 +25,7 @@ pub mod changes;
 pub mod codec;
 pub mod collect;
 pub mod dep;
+mod detach;
 pub mod error;
 #[cfg(feature = "sea-orm")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sea-orm")))]

@@ -30,6 +30,7 @@ use tracing::warn;
 use crate::cache::MatroskaCache;
 use crate::collect::DepSet;
 use crate::dep::{pk_columns, Dep};
+use crate::detach;
 use crate::error::Error;
 
 /// The dependency on one model instance: `pk:<table>:<key>[:<key>...]`.
@@ -184,7 +185,18 @@ impl CacheTransaction {
 
     /// Commits, then invalidates everything queued; returns how many entries were dropped
     /// (by the invalidations just before and just after the commit together).
+    ///
+    /// Once polled, the commit and its invalidations run to the end in a task of their own:
+    /// dropping this future (a timeout, a client that disconnects) cannot leave a committed
+    /// write whose invalidation never ran.
     pub async fn commit(self) -> Result<u64, CommitError> {
+        let pending = self.queued();
+        detach::run_to_completion(self.commit_now())
+            .await
+            .unwrap_or_else(|source| Err(CommitError::Invalidation { source, pending }))
+    }
+
+    async fn commit_now(self) -> Result<u64, CommitError> {
         let CacheTransaction { txn, cache, queued } = self;
         let deps = queued.into_vec();
         if deps.is_empty() {
@@ -196,7 +208,7 @@ impl CacheTransaction {
         }
         // Narrows what a crash right after the commit could leave stale; a failure here
         // is not fatal, the invalidation after the commit is the one that counts.
-        let before = match cache.invalidate(deps.iter().cloned()).await {
+        let before = match cache.invalidate(&deps).await {
             Ok(dropped) => dropped,
             Err(error) => {
                 warn!(%error, "invalidation before commit failed; retrying after it");
@@ -205,12 +217,12 @@ impl CacheTransaction {
         };
         if let Err(db_error) = txn.commit().await {
             // The commit may still have happened: invalidate anyway.
-            if let Err(error) = cache.invalidate(deps.iter().cloned()).await {
+            if let Err(error) = cache.invalidate(&deps).await {
                 warn!(%error, "invalidation after a failed commit failed too");
             }
             return Err(CommitError::Database(db_error));
         }
-        match cache.invalidate(deps.iter().cloned()).await {
+        match cache.invalidate(&deps).await {
             Ok(after) => Ok(before + after),
             Err(source) => Err(CommitError::Invalidation {
                 source,

@@ -272,6 +272,59 @@ async fn large_fan_out(h: Harness) {
     assert_eq!(h.index_members(), 1);
 }
 
+/// Dropping the future of `invalidate` once it has begun (a timeout around it, a web client
+/// that disconnects) does not leave the rest of the dependents readable.
+async fn a_dropped_invalidation_still_finishes(h: Harness) {
+    let cache = h.with_batch_size(50).await;
+    let n = 5_000u32;
+    for i in 0..n {
+        cache
+            .put(&format!("k{i}"), &i, [dep::tag("all")], MINUTE)
+            .await
+            .unwrap();
+    }
+    // A zero timeout polls the invalidation once, then drops it.
+    let cut = tokio::time::timeout(Duration::ZERO, cache.invalidate([dep::tag("all")])).await;
+    assert!(
+        cut.is_err(),
+        "the invalidation should not finish in one poll"
+    );
+    // It goes on by itself: poll (for a bounded time) until every dependent is gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut left = n;
+    while left > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = 0;
+        for i in (0..n).step_by(50) {
+            left += u32::from(cache.has(&format!("k{i}")).await.unwrap());
+        }
+    }
+    assert_eq!(left, 0, "sampled dependents still readable after the drop");
+    for i in 0..n {
+        assert!(!cache.has(&format!("k{i}")).await.unwrap(), "k{i}");
+    }
+    assert_eq!(cache.stats().invalidations, 1);
+}
+
+/// `invalidate` takes dependencies by value or by reference.
+async fn dependencies_by_value_or_by_reference(h: Harness) {
+    let c = &h.cache;
+    let deps = vec![dep::tag("a"), dep::tag("b")];
+    for key in ["1", "2", "3", "4"] {
+        c.put(key, key, [dep::tag("a")], MINUTE).await.unwrap();
+        let dropped = match key {
+            "1" => c.invalidate([dep::tag("a")]).await,
+            "2" => c.invalidate(&deps).await,
+            "3" => c.invalidate(deps.as_slice()).await,
+            _ => {
+                c.invalidate(deps.iter().filter(|d| d.as_str() == "tag:a"))
+                    .await
+            }
+        };
+        assert_eq!(dropped.unwrap(), 1);
+    }
+}
+
 /// Entries put again while a large invalidation runs are not deleted by it.
 async fn recached_entries_survive_a_running_invalidation(h: Harness) {
     let cache = h.with_batch_size(50).await;
@@ -385,6 +438,8 @@ async fn many_dependencies_per_entry_and_per_call(h: Harness) {
 }
 
 backend_tests!(
+    a_dropped_invalidation_still_finishes,
+    dependencies_by_value_or_by_reference,
     many_dependencies_per_entry_and_per_call,
     original_plain_dependencies,
     original_collection_dependencies,

@@ -174,7 +174,39 @@ async fn rollback_invalidates_nothing(h: Harness) {
     assert_eq!(list(cache, &db).await[1].title, "Caching");
 }
 
+/// Dropping the future of `commit` once it has begun (a timeout, a client that disconnects)
+/// still commits and invalidates: no committed write is left with its old data cached.
+async fn a_dropped_commit_still_commits_and_invalidates(h: Harness) {
+    let (_dir, db) = database().await;
+    let cache = &h.cache;
+    list(cache, &db).await;
+
+    let mut txn = CacheTransaction::begin(&db, cache).await.unwrap();
+    let renamed = rename(&txn, 1, "Committed anyway").await;
+    txn.invalidate_model(&renamed);
+    // Polled once, then dropped.
+    let cut = tokio::time::timeout(Duration::ZERO, txn.commit()).await;
+    assert!(cut.is_err(), "the commit should not finish in one poll");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let committed = post::Entity::find_by_id(1).one(&db).await.unwrap().unwrap();
+        if committed.title == "Committed anyway" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never committed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The commit's invalidations run right after it; give them a bounded time.
+    while cache.has("posts").await.unwrap() {
+        assert!(std::time::Instant::now() < deadline, "never invalidated");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(list(cache, &db).await[0].title, "Committed anyway");
+}
+
 backend_tests!(
+    a_dropped_commit_still_commits_and_invalidates,
     invalidation_waits_for_the_commit,
     in_flight_reader_cannot_store_old_data,
     rollback_invalidates_nothing,
