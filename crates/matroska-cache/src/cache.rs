@@ -13,10 +13,10 @@ use crate::backend::memory::MemoryBackend;
 use crate::backend::redis::RedisBackend;
 use crate::backend::{Backend, DynBackend, Fenced, PruneReport, Ticket};
 use crate::codec::Encoded;
-use crate::dep::Dep;
+use crate::dep::{self, Dep};
 use crate::detach;
 use crate::error::{Error, Result};
-use crate::read_through::Flights;
+use crate::flight::Flights;
 use crate::stats::{Counter, Counters, Stats};
 use crate::ttl;
 
@@ -48,7 +48,7 @@ pub struct MatroskaCache {
 }
 
 pub(crate) struct Inner {
-    pub(crate) backend: Box<dyn DynBackend>,
+    pub(crate) backend: Arc<dyn DynBackend>,
     pub(crate) counters: Counters,
     pub(crate) flights: Flights,
     pub(crate) lease_timeout: Duration,
@@ -57,7 +57,7 @@ pub(crate) struct Inner {
 /// Configures a [`MatroskaCache`].
 #[must_use]
 pub struct MatroskaCacheBuilder {
-    backend: Box<dyn DynBackend>,
+    backend: Arc<dyn DynBackend>,
     lease_timeout: Duration,
 }
 
@@ -117,7 +117,7 @@ impl MatroskaCache {
     /// A builder for a cache on the given backend, to change the read-through settings.
     pub fn builder(backend: impl Backend) -> MatroskaCacheBuilder {
         MatroskaCacheBuilder {
-            backend: Box::new(backend),
+            backend: Arc::new(backend),
             lease_timeout: DEFAULT_LEASE_TIMEOUT,
         }
     }
@@ -190,7 +190,7 @@ impl MatroskaCache {
     ) -> Result<bool> {
         let ttl = self.count(ttl::check(ttl))?;
         let encoded = self.count(Encoded::encode(key, value))?;
-        let deps = sorted_unique(deps);
+        let deps = dep::sorted_unique(deps);
         let backend = &self.inner.backend;
         let outcome = self.count(
             backend
@@ -231,7 +231,7 @@ impl MatroskaCache {
     ) -> Result<()> {
         let ttl = self.count(ttl::check(ttl))?;
         let encoded = self.count(Encoded::encode(key, value))?;
-        let deps = sorted_unique(deps);
+        let deps = dep::sorted_unique(deps);
         let size = encoded.bytes.len();
         self.count(self.inner.backend.put(key, encoded, &deps, ttl).await)?;
         self.inner.counters.add(Counter::Puts, 1);
@@ -287,7 +287,7 @@ impl MatroskaCache {
         &self,
         deps: impl IntoIterator<Item = D>,
     ) -> Result<u64> {
-        let deps = sorted_unique(deps.into_iter().map(|d| d.borrow().clone()));
+        let deps = dep::sorted_unique(deps.into_iter().map(|d| d.borrow().clone()));
         let cache = self.clone();
         let outcome = detach::run_to_completion(async move {
             let dropped = cache.inner.backend.invalidate(&deps).await?;
@@ -319,14 +319,6 @@ impl MatroskaCache {
     pub fn stats(&self) -> Stats {
         self.inner.counters.snapshot()
     }
-}
-
-/// Dependencies without duplicates, in a canonical order.
-pub(crate) fn sorted_unique(deps: impl IntoIterator<Item = Dep>) -> Vec<Dep> {
-    let mut deps: Vec<Dep> = deps.into_iter().collect();
-    deps.sort_unstable();
-    deps.dedup();
-    deps
 }
 
 #[cfg(test)]

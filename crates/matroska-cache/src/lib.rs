@@ -27,6 +27,7 @@ pub mod collect;
 pub mod dep;
 mod detach;
 pub mod error;
+mod flight;
 #[cfg(feature = "sea-orm")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sea-orm")))]
 pub mod orm;
@@ -38,7 +39,7 @@ pub mod ttl;
 pub use backend::memory::{MemoryBackend, MemoryBackendBuilder};
 #[cfg(feature = "redis")]
 pub use backend::redis::{RedisBackend, RedisBackendBuilder};
-pub use backend::{Backend, Fenced, PruneReport, Ticket};
+pub use backend::{Backend, Fenced, Lease, PruneReport, Ticket};
 pub use cache::{MatroskaCache, MatroskaCacheBuilder};
 pub use collect::{DepSet, Dependencies};
 pub use dep::Dep;

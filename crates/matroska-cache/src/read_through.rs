@@ -8,11 +8,23 @@
 //!   computed from data older than an invalidation therefore never outlives it.
 //! - **Single flight.** Concurrent misses of one key in this process run one computation; the
 //!   others wait for its result. If the result was not stored (fenced out, failed, cancelled),
-//!   they compute themselves rather than return data that may predate an invalidation they
-//!   saw.
+//!   each of them computes by itself, at once and in parallel, rather than return data that
+//!   may predate an invalidation it saw, or queue behind another leader.
 //! - **Distributed leases.** Across processes (Redis), or caches sharing one memory backend,
 //!   one caller per key holds the lease and computes; the others poll for its value. A holder
 //!   that dies frees the key after the lease timeout; one that is cancelled frees it at once.
+//!   The caller that wins the lease re-checks the cache in the same round trip.
+//!
+//! **The bound.** A call runs its computation at most once. Before that it waits for at most
+//! one other computation of the key in this process (the leader it follows), and, as a leader,
+//! for at most half the lease timeout for a holder in another process. However fast the key's
+//! dependencies are invalidated, no caller waits for a queue of computations.
+//!
+//! **Cycles.** A `get_or_compute` of a key inside that same key's computation (directly or
+//! through other keys; the task-local chain of computations knows) would wait for itself
+//! forever. It is detected, logged, counted as a fault, and computed without the cache
+//! instead. A computation that awaits a task it spawned, which then asks for the same key, is
+//! not detected: task-locals do not follow spawned tasks.
 //! - **Russian dolls.** A `get_or_compute` (hit or miss) inside another's computation adds its
 //!   dependencies to the outer entry; [`depends_on`] adds any dependency explicitly.
 //!
@@ -21,7 +33,6 @@
 //! [`Stats::faults`](crate::Stats::faults). The computation's own error reaches the caller
 //! unchanged and nothing is stored.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -31,17 +42,28 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::backend::Fenced;
-use crate::cache::{sorted_unique, Inner, MatroskaCache};
+use crate::backend::{Fenced, Lease};
+use crate::cache::MatroskaCache;
 use crate::codec::Encoded;
-use crate::dep::Dep;
+use crate::dep::{self, Dep};
 use crate::error::Error;
+use crate::flight::{Flight, Role, Shared};
 use crate::stats::Counter;
 use crate::ttl;
 
+/// A computation running in a task: what it has collected, and the one it runs inside.
+struct Computation {
+    /// The cache (its shared state's address) and key being computed.
+    cache: usize,
+    key: String,
+    /// The dependencies declared so far by it and by nested calls.
+    deps: Mutex<Vec<Dep>>,
+    outer: Option<Arc<Computation>>,
+}
+
 tokio::task_local! {
-    /// The dependencies discovered by the computation running in this task.
-    static COMPUTATION: Arc<Mutex<Vec<Dep>>>;
+    /// The innermost computation running in this task.
+    static COMPUTATION: Arc<Computation>;
 }
 
 /// Adds dependencies to the entry whose computation is running in this task (the innermost
@@ -70,102 +92,14 @@ tokio::task_local! {
 /// ```
 pub fn depends_on(deps: impl IntoIterator<Item = Dep>) -> bool {
     COMPUTATION
-        .try_with(|collected| {
-            collected
+        .try_with(|computation| {
+            computation
+                .deps
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .extend(deps)
         })
         .is_ok()
-}
-
-/// A stored result a leader shares with the callers waiting for it.
-type Shared = Arc<(Encoded, Vec<Dep>)>;
-
-/// The computations running in this process, by key.
-#[derive(Default)]
-pub(crate) struct Flights(Mutex<HashMap<String, watch::Receiver<Option<Shared>>>>);
-
-enum Role {
-    Leader(Flight),
-    Follower(watch::Receiver<Option<Shared>>),
-}
-
-impl Flights {
-    fn join_or_lead(&self, inner: &Arc<Inner>, key: &str) -> Role {
-        let mut flights = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(rx) = flights.get(key) {
-            return Role::Follower(rx.clone());
-        }
-        let (tx, rx) = watch::channel(None);
-        flights.insert(key.to_owned(), rx);
-        Role::Leader(Flight {
-            inner: Arc::clone(inner),
-            key: key.to_owned(),
-            tx,
-            lease: None,
-        })
-    }
-}
-
-/// The leader's side of a flight. Dropping it (finished, failed or cancelled) ends the flight:
-/// followers that got no value compute themselves, and a lease still held is given back.
-struct Flight {
-    inner: Arc<Inner>,
-    key: String,
-    tx: watch::Sender<Option<Shared>>,
-    /// The distributed lease this leader holds, if any.
-    lease: Option<u64>,
-}
-
-impl Flight {
-    /// Lets no new follower join: from now on a caller that misses starts its own flight.
-    ///
-    /// Called before the result is stored. A follower that joined earlier began its read
-    /// before the store, so the fence also covered every invalidation it could have seen
-    /// complete; a caller arriving later may have seen an invalidation drop the stored result,
-    /// and must not be handed it.
-    fn close(&self) {
-        let mut flights = self
-            .inner
-            .flights
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if flights
-            .get(&self.key)
-            .is_some_and(|rx| rx.same_channel(&self.tx.subscribe()))
-        {
-            flights.remove(&self.key);
-        }
-    }
-
-    fn share(&self, value: Shared) {
-        self.tx.send_replace(Some(value));
-    }
-}
-
-impl Drop for Flight {
-    fn drop(&mut self) {
-        self.close();
-        if let (Some(holder), Ok(runtime)) = (self.lease, tokio::runtime::Handle::try_current()) {
-            // Cancelled, failed, or unsure whether the lease was taken (a reply lost with its
-            // connection): give it back rather than make others wait for it to expire. The
-            // release only deletes a lease this holder owns, so retrying is safe.
-            let inner = Arc::clone(&self.inner);
-            let key = std::mem::take(&mut self.key);
-            runtime.spawn(async move {
-                let mut delay = Duration::from_millis(50);
-                for _ in 0..5 {
-                    if inner.backend.release_lease(&key, holder).await.is_ok() {
-                        break;
-                    }
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
-            });
-        }
-    }
 }
 
 /// What a lookup found.
@@ -184,8 +118,9 @@ impl MatroskaCache {
     /// is returned unchanged (and nothing is stored). A value whose dependencies were
     /// invalidated while it was computed is returned but not stored. Concurrent misses of one
     /// key compute once, in this process and (on Redis) across processes. Nested calls add
-    /// their dependencies to the outer entry. Cache faults are logged and counted, never
-    /// returned: the value is computed instead. See the [module documentation](self).
+    /// their dependencies to the outer entry. Cache faults (including an invalid `ttl` and a
+    /// key asked for inside its own computation) are logged and counted, never returned: the
+    /// value is computed instead. See the [module documentation](self).
     ///
     /// ```
     /// use matroska_cache::{dep, Dep, MatroskaCache};
@@ -224,33 +159,65 @@ impl MatroskaCache {
             // but not stored (and the cache is not read for a value it could not renew).
             Err(error) => {
                 self.fault(key, &error);
-                return self.compute_uncached(compute).await;
+                return self.compute_uncached(key, compute).await;
             }
         };
-        loop {
-            match self.lookup::<T>(key).await {
-                Lookup::Hit(value, deps) => {
+        if self.is_computing(key) {
+            // Waiting for our own flight (or lease) would never end.
+            self.inner.counters.add(Counter::Faults, 1);
+            warn!(
+                key,
+                "get_or_compute of a key inside its own computation (a cycle); computing it without the cache"
+            );
+            return self.compute_uncached(key, compute).await;
+        }
+        match self.lookup::<T>(key).await {
+            Lookup::Hit(value, deps) => {
+                depends_on(deps);
+                return Ok(value);
+            }
+            Lookup::Fault => return self.compute_uncached(key, compute).await,
+            Lookup::Miss => {}
+        }
+        let flight = match self.inner.flights.join_or_lead(&self.inner.backend, key) {
+            Role::Leader(flight) => Some(flight),
+            Role::Follower(rx) => {
+                if let Some(value) = self.follow::<T>(key, rx).await {
+                    return Ok(value);
+                }
+                // The leader stored nothing (fenced out, failed, cancelled). Compute here and
+                // now rather than queue behind a new leader: with a dependency invalidated
+                // faster than the computation runs, that queue would grow without bound.
+                // Another caller may have stored the value meanwhile, though.
+                if let Lookup::Hit(value, deps) = self.lookup::<T>(key).await {
                     depends_on(deps);
                     return Ok(value);
                 }
-                Lookup::Fault => return self.compute_uncached(compute).await,
-                Lookup::Miss => {}
+                None
             }
-            match self.inner.flights.join_or_lead(&self.inner, key) {
-                Role::Leader(flight) => return self.lead(key, ttl, compute, flight).await,
-                Role::Follower(rx) => {
-                    if let Some(value) = self.follow::<T>(key, rx).await {
-                        return Ok(value);
+        };
+        self.compute_and_store(key, ttl, compute, flight).await
+    }
+
+    /// Whether `key` of this cache is being computed in this task (by this call's callers).
+    fn is_computing(&self, key: &str) -> bool {
+        let cache = Arc::as_ptr(&self.inner) as usize;
+        COMPUTATION
+            .try_with(|innermost| {
+                let mut next = Some(innermost);
+                while let Some(computation) = next {
+                    if computation.cache == cache && computation.key == key {
+                        return true;
                     }
-                    // The leader's value was not stored: look again, and maybe lead.
+                    next = computation.outer.as_ref();
                 }
-            }
-        }
+                false
+            })
+            .unwrap_or(false)
     }
 
     /// Reads `key` for `get_or_compute`; an undecodable value counts as a fault and a miss.
     async fn lookup<T: DeserializeOwned>(&self, key: &str) -> Lookup<T> {
-        let counters = &self.inner.counters;
         // Only a nested computation needs the entry's dependencies.
         let nested = COMPUTATION.try_with(|_| ()).is_ok();
         let found = if nested {
@@ -262,17 +229,17 @@ impl MatroskaCache {
         match found {
             Ok(Some((encoded, deps))) => match encoded.decode(key) {
                 Ok(value) => {
-                    counters.add(Counter::Hits, 1);
+                    self.inner.counters.add(Counter::Hits, 1);
                     Lookup::Hit(value, deps)
                 }
                 Err(error) => {
                     self.fault(key, &error);
-                    counters.add(Counter::Misses, 1);
+                    self.inner.counters.add(Counter::Misses, 1);
                     Lookup::Miss
                 }
             },
             Ok(None) => {
-                counters.add(Counter::Misses, 1);
+                self.inner.counters.add(Counter::Misses, 1);
                 Lookup::Miss
             }
             Err(error) => {
@@ -306,40 +273,52 @@ impl MatroskaCache {
     }
 
     /// Computes without the cache (it cannot be read); the result is not stored.
-    async fn compute_uncached<T, E, D, F, Fut>(&self, compute: F) -> Result<T, E>
+    async fn compute_uncached<T, E, D, F, Fut>(&self, key: &str, compute: F) -> Result<T, E>
     where
         D: IntoIterator<Item = Dep>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<(T, D), E>>,
     {
-        let (value, _) = self.run(compute).await?;
+        let (value, _) = self.run(key, compute).await?;
         Ok(value)
     }
 
-    /// Runs a computation, collecting what it declares and what nested calls add, and passes
-    /// all of it on to the computation this one runs inside, if any.
-    async fn run<T, E, D, F, Fut>(&self, compute: F) -> Result<(T, Vec<Dep>), E>
+    /// Runs the computation of `key`, collecting what it declares and what nested calls add,
+    /// and passes all of it on to the computation this one runs inside, if any.
+    async fn run<T, E, D, F, Fut>(&self, key: &str, compute: F) -> Result<(T, Vec<Dep>), E>
     where
         D: IntoIterator<Item = Dep>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<(T, D), E>>,
     {
         self.inner.counters.add(Counter::Computations, 1);
-        let collected: Arc<Mutex<Vec<Dep>>> = Arc::default();
-        let (value, deps) = COMPUTATION.scope(Arc::clone(&collected), compute()).await?;
-        let nested = std::mem::take(&mut *collected.lock().unwrap_or_else(PoisonError::into_inner));
-        let deps = sorted_unique(deps.into_iter().chain(nested));
+        let computation = Arc::new(Computation {
+            cache: Arc::as_ptr(&self.inner) as usize,
+            key: key.to_owned(),
+            deps: Mutex::default(),
+            outer: COMPUTATION.try_with(Arc::clone).ok(),
+        });
+        let (value, deps) = COMPUTATION
+            .scope(Arc::clone(&computation), compute())
+            .await?;
+        let nested = std::mem::take(
+            &mut *computation
+                .deps
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        let deps = dep::sorted_unique(deps.into_iter().chain(nested));
         depends_on(deps.iter().cloned());
         Ok((value, deps))
     }
 
-    /// The leader's path: a ticket (and lease), the computation, the fenced put.
-    async fn lead<T, E, D, F, Fut>(
+    /// A ticket (and, for a flight's leader, the lease), the computation, the fenced put.
+    async fn compute_and_store<T, E, D, F, Fut>(
         &self,
         key: &str,
         ttl: Duration,
         compute: F,
-        mut flight: Flight,
+        mut flight: Option<Flight>,
     ) -> Result<T, E>
     where
         T: Serialize + DeserializeOwned + Send,
@@ -348,38 +327,44 @@ impl MatroskaCache {
         Fut: Future<Output = Result<(T, D), E>> + Send,
     {
         let holder: u64 = rand::random();
-        let lease_timeout = self.inner.lease_timeout;
+        // Only a flight's leader takes the lease: a follower whose leader failed computes
+        // at once.
+        let lease = flight.as_ref().map(|_| (holder, self.inner.lease_timeout));
         let started = Instant::now();
         let mut backoff = Duration::from_millis(2);
         let ticket = loop {
             // Until the answer is known to say otherwise, assume the lease may be ours: a
             // reply lost with its connection must not leave it held until it expires.
-            flight.lease = Some(holder);
-            let begun = self
-                .inner
-                .backend
-                .begin(key, Some((holder, lease_timeout)))
-                .await;
-            if let Ok((_, false)) = begun {
+            if let Some(flight) = &mut flight {
+                flight.lease = Some(holder);
+            }
+            let begun = self.inner.backend.begin(key, lease).await;
+            if let (Some(flight), Ok((_, Lease::Busy | Lease::Cached(_)))) = (&mut flight, &begun) {
                 flight.lease = None;
             }
             match begun {
-                Ok((ticket, true)) => break Some(ticket),
-                // Another caller computes this key: poll for its value for up to half the
-                // lease timeout.
-                Ok((_, false)) if started.elapsed() < lease_timeout / 2 => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(100));
-                    if let Lookup::Hit(value, deps) = self.lookup::<T>(key).await {
+                Ok((ticket, Lease::Granted)) => break Some(ticket),
+                // Stored since this caller missed (by the previous lease holder, say).
+                // (One that does not decode as `T` was counted as a fault by the lookup.)
+                Ok((ticket, Lease::Cached((encoded, deps)))) => match encoded.decode(key) {
+                    Ok(value) => {
+                        self.inner.counters.add(Counter::Hits, 1);
                         depends_on(deps);
                         return Ok(value);
                     }
+                    Err(_) => break Some(ticket),
+                },
+                // Another caller computes this key: poll for its value (each `begin` also
+                // reads the entry) for up to half the lease timeout.
+                Ok((_, Lease::Busy)) if started.elapsed() < self.inner.lease_timeout / 2 => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(100));
                 }
                 // Then compute anyway. The lease only spares the source of truth a herd;
                 // correctness comes from the fence, and this ticket is fresh. (A holder whose
                 // caller was cancelled at the wrong moment can leave its lease behind until
                 // it expires; nobody waits that long for it.)
-                Ok((ticket, false)) => {
+                Ok((ticket, Lease::Busy)) => {
                     debug!(key, "stopped waiting for the lease holder; computing");
                     break Some(ticket);
                 }
@@ -390,7 +375,7 @@ impl MatroskaCache {
             }
         };
 
-        let (value, deps) = self.run(compute).await?;
+        let (value, deps) = self.run(key, compute).await?;
         let Some(ticket) = ticket else {
             return Ok(value);
         };
@@ -401,18 +386,25 @@ impl MatroskaCache {
                 return Ok(value);
             }
         };
-        flight.close();
+        if let Some(flight) = &flight {
+            flight.close();
+        }
+        let held = flight.as_ref().and_then(|f| f.lease);
         let backend = &self.inner.backend;
         let stored = backend
-            .put_fenced(key, encoded.clone(), &deps, ttl, ticket, Some(holder))
+            .put_fenced(key, encoded.clone(), &deps, ttl, ticket, held)
             .await;
         match stored {
             Ok(outcome) => {
                 // The fenced put released the lease. (After an error the flight gives it back
                 // when dropped.)
-                flight.lease = None;
+                if let Some(flight) = &mut flight {
+                    flight.lease = None;
+                }
                 if self.record_fenced(key, &deps, outcome) {
-                    flight.share(Arc::new((encoded, deps)));
+                    if let Some(flight) = &flight {
+                        flight.share(Arc::new((encoded, deps)));
+                    }
                 } else if outcome == Fenced::Expired {
                     debug!(key, "computation outlived the maximum ticket age");
                 }

@@ -184,9 +184,9 @@ async fn a_dropped_commit_still_commits_and_invalidates(h: Harness) {
     let mut txn = CacheTransaction::begin(&db, cache).await.unwrap();
     let renamed = rename(&txn, 1, "Committed anyway").await;
     txn.invalidate_model(&renamed);
-    // Polled once, then dropped.
-    let cut = tokio::time::timeout(Duration::ZERO, txn.commit()).await;
-    assert!(cut.is_err(), "the commit should not finish in one poll");
+    // Polled once, then dropped (unless the commit's own task, on another worker thread,
+    // already finished by then).
+    let _ = tokio::time::timeout(Duration::ZERO, txn.commit()).await;
 
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {

@@ -178,6 +178,155 @@ async fn followers_recompute_when_the_leader_is_fenced_out(h: Harness) {
     assert_eq!(cache.get::<u32>("v").await.unwrap(), Some(2));
 }
 
+/// A key asked for inside its own computation, directly or through another key, is computed
+/// without the cache instead of waiting for itself forever.
+async fn cycles_are_detected_not_waited_for(h: Harness) {
+    let c = h.cache.clone();
+    let limit = Duration::from_secs(30); // the bug was an endless wait: bound the test
+    let direct: String = tokio::time::timeout(
+        limit,
+        c.get_or_compute("a", MINUTE, || async {
+            let inner: String = c
+                .get_or_compute("a", MINUTE, || async {
+                    Ok::<_, DbError>(("inner".to_owned(), [dep::tag("x")]))
+                })
+                .await?;
+            Ok::<_, DbError>((format!("outer({inner})"), [dep::tag("y")]))
+        }),
+    )
+    .await
+    .expect("get_or_compute waited for its own computation")
+    .unwrap();
+    assert_eq!(direct, "outer(inner)");
+    assert_eq!(c.stats().faults, 1);
+    // The inner value was not stored; the outer was, with the inner's dependencies too.
+    assert_eq!(
+        c.get::<String>("a").await.unwrap().as_deref(),
+        Some("outer(inner)")
+    );
+    assert_eq!(
+        c.deps("a").await.unwrap().unwrap(),
+        [dep::tag("x"), dep::tag("y")]
+    );
+
+    let via_b: String = tokio::time::timeout(
+        limit,
+        c.get_or_compute("p", MINUTE, || async {
+            let b: String = c
+                .get_or_compute("q", MINUTE, || async {
+                    let p: String = c
+                        .get_or_compute("p", MINUTE, || async {
+                            Ok::<_, DbError>(("p-inner".to_owned(), []))
+                        })
+                        .await?;
+                    Ok::<_, DbError>((format!("q({p})"), []))
+                })
+                .await?;
+            Ok::<_, DbError>((format!("p({b})"), []))
+        }),
+    )
+    .await
+    .expect("get_or_compute waited for its own computation through another key")
+    .unwrap();
+    assert_eq!(via_b, "p(q(p-inner))");
+    assert_eq!(c.stats().faults, 2);
+    // The same key in another cache is not a cycle.
+    let other = h.other_client().await;
+    let nested: u32 = c
+        .get_or_compute("n", MINUTE, || async {
+            let v: u32 = other
+                .get_or_compute("other-n", MINUTE, || async { Ok::<_, DbError>((1, [])) })
+                .await?;
+            Ok::<_, DbError>((v + 1, []))
+        })
+        .await
+        .unwrap();
+    assert_eq!(nested, 2);
+}
+
+/// Single flight is bounded: with the dependency invalidated every 5 ms and a 20 ms
+/// computation, every leader is fenced out. Callers must not queue behind one leader after
+/// another (the k-th waiting for k computations): each waits for at most one other
+/// computation before running its own.
+async fn single_flight_waits_for_at_most_one_computation(h: Harness) {
+    let cache = h.cache.clone();
+    let finished = Arc::new(AtomicU32::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let invalidator = {
+        let (cache, stop) = (cache.clone(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                cache.invalidate([dep::tag("hot")]).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let callers: Vec<_> = (0..8)
+        .map(|_| {
+            let (cache, finished) = (cache.clone(), Arc::clone(&finished));
+            tokio::spawn(async move {
+                let at_start = finished.load(Ordering::SeqCst);
+                let waited = Arc::new(std::sync::Mutex::new(None));
+                let seen = Arc::clone(&waited);
+                let value: u32 = cache
+                    .get_or_compute("hot-key", MINUTE, || async move {
+                        // How many computations this call saw finish before its own began.
+                        *seen.lock().unwrap() = Some(finished.load(Ordering::SeqCst) - at_start);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        finished.fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, DbError>((1, [dep::tag("hot")]))
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(value, 1);
+                let waited = *waited.lock().unwrap();
+                waited
+            })
+        })
+        .collect();
+    let mut computed = 0;
+    for caller in callers {
+        if let Some(waited) = caller.await.unwrap() {
+            computed += 1;
+            assert!(
+                waited <= 1,
+                "a caller waited for {waited} computations before running its own"
+            );
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    invalidator.await.unwrap();
+    assert!(computed >= 1);
+    assert!(
+        cache.stats().fenced >= 1,
+        "the invalidations should fence leaders out"
+    );
+}
+
+/// The caller that wins the lease re-checks the cache: a value stored between its miss and
+/// its `begin` is used, not computed again.
+async fn the_lease_winner_rechecks_the_cache(h: Harness) {
+    let backend_view = h.other_client().await;
+    // A ticket-and-lease request for a cached key returns the entry instead of a lease.
+    backend_view
+        .put("cached", &5u32, [dep::tag("c")], MINUTE)
+        .await
+        .unwrap();
+    let lease = h.begin_with_lease("cached").await;
+    match lease {
+        matroska_cache::Lease::Cached((encoded, deps)) => {
+            assert_eq!(encoded.decode::<u32>("cached").unwrap(), 5);
+            assert_eq!(deps, [dep::tag("c")]);
+        }
+        other => panic!("expected the cached entry, got {other:?}"),
+    }
+    // And no lease was taken: another caller can take it.
+    assert_eq!(
+        h.begin_with_lease("uncached").await,
+        matroska_cache::Lease::Granted
+    );
+}
+
 /// A leader dropped mid-computation does not strand its followers.
 async fn a_cancelled_leader_frees_the_key(h: Harness) {
     let cache = h.cache.clone();
@@ -272,6 +421,9 @@ backend_tests!(
     concurrent_misses_compute_once,
     followers_recompute_when_the_leader_is_fenced_out,
     a_cancelled_leader_frees_the_key,
+    cycles_are_detected_not_waited_for,
+    single_flight_waits_for_at_most_one_computation,
+    the_lease_winner_rechecks_the_cache,
     nested_computations_propagate_dependencies,
     undecodable_values_are_recomputed,
 );

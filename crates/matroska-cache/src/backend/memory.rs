@@ -29,7 +29,7 @@ use moka::ops::compute::{CompResult, Op};
 use moka::sync::Cache;
 use moka::Expiry;
 
-use super::{Backend, Fenced, PruneReport, Ticket, DEFAULT_MAX_TICKET_AGE};
+use super::{Backend, Fenced, Lease, PruneReport, Ticket, DEFAULT_MAX_TICKET_AGE};
 use crate::codec::Encoded;
 use crate::dep::Dep;
 use crate::error::{Error, Result};
@@ -344,12 +344,15 @@ impl Backend for MemoryBackend {
             .map(|e| (e.value.clone(), e.deps.to_vec())))
     }
 
-    async fn begin(&self, key: &str, lease: Option<(u64, Duration)>) -> Result<(Ticket, bool)> {
+    async fn begin(&self, key: &str, lease: Option<(u64, Duration)>) -> Result<(Ticket, Lease)> {
         let seq = self.generation.load(Ordering::SeqCst);
         let ticket = Ticket::new(seq, self.now_ms(), 0);
         let Some((holder, ttl)) = lease else {
-            return Ok((ticket, true));
+            return Ok((ticket, Lease::Granted));
         };
+        if let Some(entry) = self.get_with_deps(key).await? {
+            return Ok((ticket, Lease::Cached(entry)));
+        }
         let now = Instant::now();
         // `Duration::MAX` means "no limit"; an Instant cannot hold that, 100 years will do.
         let ttl = ttl.min(ttl::MAX_TTL);
@@ -365,7 +368,7 @@ impl Backend for MemoryBackend {
                 leased = true;
                 (holder, now + ttl)
             });
-        Ok((ticket, leased))
+        Ok((ticket, if leased { Lease::Granted } else { Lease::Busy }))
     }
 
     async fn put_fenced(

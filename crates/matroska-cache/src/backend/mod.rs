@@ -57,9 +57,11 @@ pub struct Ticket {
 impl Ticket {
     /// A ticket at position `seq` of the invalidation order, taken at `time_ms` (on the
     /// backend's own clock, in milliseconds), in the backend's `epoch`: a store that lost its
-    /// state (a Redis restart without persistence, a flush) starts a new epoch, and tickets of
-    /// an older one are refused.
-    pub fn new(seq: u64, time_ms: u64, epoch: u64) -> Self {
+    /// state (a restart, a flush) starts a new epoch, and tickets of an older one are refused.
+    ///
+    /// Crate-private: a ticket only ever comes from a backend, so none can be forged to pass
+    /// a fence.
+    pub(crate) fn new(seq: u64, time_ms: u64, epoch: u64) -> Self {
         Ticket {
             seq,
             time_ms,
@@ -86,6 +88,19 @@ impl Ticket {
 /// How old a ticket may be when its fenced put runs, unless configured otherwise: a
 /// computation that takes longer is not cached. Invalidation marks are kept this long.
 pub const DEFAULT_MAX_TICKET_AGE: Duration = Duration::from_secs(600);
+
+/// What [`Backend::begin`] found out about the lease on computing a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Lease {
+    /// This caller holds the lease (or asked for none).
+    Granted,
+    /// Another caller holds it and is computing the key.
+    Busy,
+    /// The key is cached (another caller stored it since this one missed): here is the entry
+    /// with its dependencies; no lease was taken.
+    Cached(EntryWithDeps),
+}
 
 /// What a fenced put did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,14 +143,15 @@ pub trait Backend: Send + Sync + 'static {
         key: &str,
     ) -> impl Future<Output = Result<Option<EntryWithDeps>>> + Send;
 
-    /// A ticket for a fenced put, and, if `lease` is given, whether this caller obtained the
-    /// lease on `key` for `lease.1` as holder `lease.0`. A backend without other processes
-    /// grants every lease.
+    /// A ticket for a fenced put, and, if `lease` is given, the lease on computing `key` for
+    /// `lease.1` as holder `lease.0`: [`Lease::Cached`] (and no lease) if the entry exists by
+    /// now, else [`Lease::Granted`] or [`Lease::Busy`]. Without `lease` it is always
+    /// `Granted`.
     fn begin(
         &self,
         key: &str,
         lease: Option<(u64, Duration)>,
-    ) -> impl Future<Output = Result<(Ticket, bool)>> + Send;
+    ) -> impl Future<Output = Result<(Ticket, Lease)>> + Send;
 
     /// Like [`put`](Backend::put), but only if no dependency was invalidated after `ticket`
     /// was taken, nor is being invalidated now. Releases the lease of `lease_holder`, if
@@ -189,7 +205,7 @@ pub(crate) trait DynBackend: Send + Sync + 'static {
         &'a self,
         key: &'a str,
         lease: Option<(u64, Duration)>,
-    ) -> BoxFuture<'a, Result<(Ticket, bool)>>;
+    ) -> BoxFuture<'a, Result<(Ticket, Lease)>>;
     #[allow(clippy::too_many_arguments)]
     fn put_fenced<'a>(
         &'a self,
@@ -230,7 +246,7 @@ impl<B: Backend> DynBackend for B {
         &'a self,
         key: &'a str,
         lease: Option<(u64, Duration)>,
-    ) -> BoxFuture<'a, Result<(Ticket, bool)>> {
+    ) -> BoxFuture<'a, Result<(Ticket, Lease)>> {
         Box::pin(Backend::begin(self, key, lease))
     }
     fn put_fenced<'a>(

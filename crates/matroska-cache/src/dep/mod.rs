@@ -191,6 +191,14 @@ impl<'de> serde::Deserialize<'de> for Dep {
     }
 }
 
+/// Dependencies without duplicates, in a canonical order.
+pub(crate) fn sorted_unique(deps: impl IntoIterator<Item = Dep>) -> Vec<Dep> {
+    let mut deps: Vec<Dep> = deps.into_iter().collect();
+    deps.sort_unstable();
+    deps.dedup();
+    deps
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -108,6 +108,22 @@ impl Harness {
         builder.lease_timeout(max).build().unwrap()
     }
 
+    /// `Backend::begin` with a lease on `key`, straight on this harness's backend.
+    pub async fn begin_with_lease(&self, key: &str) -> matroska_cache::Lease {
+        use matroska_cache::Backend;
+        let lease = Some((rand_holder(), std::time::Duration::from_secs(10)));
+        match &self.kind {
+            Kind::Memory(backend) => backend.begin(key, lease).await.unwrap().1,
+            Kind::Redis { server, prefix } => {
+                let backend = RedisBackend::builder(&server.url(), prefix)
+                    .build()
+                    .await
+                    .unwrap();
+                backend.begin(key, lease).await.unwrap().1
+            }
+        }
+    }
+
     /// The number of members across all dependency indexes of this cache.
     pub fn index_members(&self) -> u64 {
         match &self.kind {
@@ -155,4 +171,8 @@ macro_rules! backend_tests {
             )*
         }
     };
+}
+
+fn rand_holder() -> u64 {
+    NEXT.fetch_add(1, Ordering::Relaxed) + 1_000_000
 }

@@ -50,7 +50,7 @@ pub use entry::StoredEntry;
 pub use inspect::PrefixStats;
 pub(crate) use keys::KeySpace;
 
-use super::{Backend, Fenced, PruneReport, Ticket, DEFAULT_MAX_TICKET_AGE};
+use super::{Backend, Fenced, Lease, PruneReport, Ticket, DEFAULT_MAX_TICKET_AGE};
 use crate::codec::{Encoded, Format};
 use crate::dep::Dep;
 use crate::error::{Error, Result};
@@ -568,21 +568,27 @@ impl Backend for RedisBackend {
         stored.map(|bytes| decode_entry(key, bytes)).transpose()
     }
 
-    async fn begin(&self, key: &str, lease: Option<(u64, Duration)>) -> Result<(Ticket, bool)> {
+    async fn begin(&self, key: &str, lease: Option<(u64, Duration)>) -> Result<(Ticket, Lease)> {
         let mut invocation = BEGIN.prepare_invoke();
         invocation
             .key(self.keys.sequence())
             .key(self.keys.lease(key))
-            .key(self.keys.epoch());
+            .key(self.keys.epoch())
+            .key(self.keys.data(key));
         match lease {
             Some((holder, ttl)) => invocation.arg(holder).arg(ttl::redis_millis(ttl)),
             None => invocation.arg("").arg(1),
         };
         invocation.arg(rand::random::<u64>());
         let mut conn = self.conn.clone();
-        let (seq, time_ms, leased, epoch): (u64, u64, u8, u64) =
+        let (seq, time_ms, leased, epoch, entry): (u64, u64, u8, u64, Option<Vec<u8>>) =
             self.round_trip(invocation.invoke_async(&mut conn)).await?;
-        Ok((Ticket::new(seq, time_ms, epoch), leased == 1))
+        let lease = match (leased, entry) {
+            (2, Some(entry)) => Lease::Cached(decode_entry(key, entry)?),
+            (1, _) => Lease::Granted,
+            _ => Lease::Busy,
+        };
+        Ok((Ticket::new(seq, time_ms, epoch), lease))
     }
 
     async fn put_fenced(
