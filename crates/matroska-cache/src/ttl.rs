@@ -33,6 +33,7 @@ pub(crate) fn millis(duration: Duration) -> u64 {
 
 /// Milliseconds for a Redis expiry (`PX`) or a clock comparison in a script: rounded up, at
 /// least 1, at most [`MAX_TTL`], whatever the setting.
+#[cfg(feature = "redis")]
 pub(crate) fn redis_millis(duration: Duration) -> u64 {
     millis(duration.min(MAX_TTL)).max(1)
 }
@@ -52,8 +53,11 @@ mod tests {
             check(Duration::from_nanos(1)).unwrap(),
             Duration::from_millis(1)
         );
-        assert_eq!(redis_millis(Duration::MAX), millis(MAX_TTL));
-        assert_eq!(redis_millis(Duration::ZERO), 1);
+        #[cfg(feature = "redis")]
+        {
+            assert_eq!(redis_millis(Duration::MAX), millis(MAX_TTL));
+            assert_eq!(redis_millis(Duration::ZERO), 1);
+        }
     }
 
     proptest! {

@@ -38,8 +38,7 @@ impl<'a> StoredEntry<'a> {
     /// Parses a stored entry; `key` names it in the error if the bytes are not an entry.
     pub fn parse(key: &str, bytes: &'a [u8]) -> Result<StoredEntry<'a>> {
         let (format, start) = value_start(key, bytes)?;
-        let generation =
-            digits(&bytes[..GENERATION_WIDTH]).ok_or_else(|| corrupt(key, "generation"))?;
+        let generation = generation(key, bytes)?;
         let deps_json = std::str::from_utf8(&bytes[HEADER..start])
             .map_err(|_| corrupt(key, "dependency list"))?;
         Ok(StoredEntry {
@@ -66,6 +65,14 @@ pub(crate) fn value_start(key: &str, bytes: &[u8]) -> Result<(Format, usize)> {
         Some(start) if start <= bytes.len() => Ok((format, start)),
         _ => Err(corrupt(key, "dependency list longer than the entry")),
     }
+}
+
+/// The generation of a stored entry (or of its first 20 bytes).
+pub(crate) fn generation(key: &str, bytes: &[u8]) -> Result<u64> {
+    bytes
+        .get(..GENERATION_WIDTH)
+        .and_then(digits)
+        .ok_or_else(|| corrupt(key, "generation"))
 }
 
 /// A generation as entries store it (and as scripts compare it): 20 digits.

@@ -31,8 +31,9 @@ pub struct PrefixStats {
 impl RedisBackend {
     /// One `SCAN` step over this prefix's keys of one type (`"*"` for all).
     async fn scan_keys(&self, kind: &str, cursor: u64) -> Result<(u64, Vec<String>)> {
-        let mut conn = self.conn.clone();
+        let (session, mut conn) = self.connect().await?;
         self.round_trip(
+            &session,
             redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
@@ -56,8 +57,10 @@ impl RedisBackend {
                 .arg("COUNT")
                 .arg(self.batch_size);
         }
-        let mut conn = self.conn.clone();
-        let pages: Vec<(u64, Vec<Vec<u8>>)> = self.round_trip(pipe.query_async(&mut conn)).await?;
+        let (session, mut conn) = self.connect().await?;
+        let pages: Vec<(u64, Vec<Vec<u8>>)> = self
+            .round_trip(&session, pipe.query_async(&mut conn))
+            .await?;
         Ok(pages
             .into_iter()
             .map(|(cursor, flat)| (cursor, parse_members(flat)))
@@ -95,8 +98,10 @@ impl RedisBackend {
                 .arg(0)
                 .arg(super::entry::GENERATION_WIDTH - 1);
         }
-        let mut conn = self.conn.clone();
-        let generations: Vec<String> = self.round_trip(pipe.query_async(&mut conn)).await?;
+        let (session, mut conn) = self.connect().await?;
+        let generations: Vec<String> = self
+            .round_trip(&session, pipe.query_async(&mut conn))
+            .await?;
         Ok(members
             .iter()
             .zip(generations)
@@ -144,8 +149,10 @@ impl RedisBackend {
                 for key in &keys {
                     pipe.cmd("MEMORY").arg("USAGE").arg(key);
                 }
-                let mut conn = self.conn.clone();
-                let sizes: Vec<Option<u64>> = self.round_trip(pipe.query_async(&mut conn)).await?;
+                let (session, mut conn) = self.connect().await?;
+                let sizes: Vec<Option<u64>> = self
+                    .round_trip(&session, pipe.query_async(&mut conn))
+                    .await?;
                 stats.memory_bytes += sizes.into_iter().flatten().sum::<u64>();
             }
             let mut indexes = Vec::new();

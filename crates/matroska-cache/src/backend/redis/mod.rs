@@ -9,7 +9,7 @@
 //! | operation | round trips | how |
 //! | --- | --- | --- |
 //! | `get` | 1 | `GET` |
-//! | `has` | 1 | `EXISTS` |
+//! | `has` | 1 | `GETRANGE` of the generation (an entry from before a restart is a miss) |
 //! | `put` | 1 | `put.lua`: entry and index members together |
 //! | `delete` | 1 | `UNLINK` (index members reclaimed later) |
 //! | `deps` | 1 | `deps.lua`: the entry's header and dependency list, not its value |
@@ -34,6 +34,7 @@
 //! the rest, so after a prune the index holds only live entries. A background task prunes
 //! every ten minutes by default ([`RedisBackendBuilder::auto_prune`]).
 
+mod connection;
 mod entry;
 mod inspect;
 mod keys;
@@ -42,8 +43,10 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, Script};
+
+use connection::{Connection, Session};
 use tracing::{debug, warn};
 
 pub use entry::StoredEntry;
@@ -73,7 +76,9 @@ pub const DEFAULT_BATCH_SIZE: usize = 1_000;
 
 /// A backend that keeps entries in Redis, shared by every process that uses the same prefix.
 ///
-/// Cheap to clone: clones share one multiplexed connection that reconnects by itself.
+/// Cheap to clone: clones share one multiplexed connection that reconnects by itself (and
+/// handshakes the prefix's epoch before it serves anything: see the crate README on
+/// persistence and restarts).
 ///
 /// ```no_run
 /// use matroska_cache::{MatroskaCache, RedisBackend};
@@ -91,7 +96,7 @@ pub const DEFAULT_BATCH_SIZE: usize = 1_000;
 pub struct RedisBackend {
     /// Dropped with the last clone; the background pruner stops when it is gone.
     alive: Arc<()>,
-    conn: ConnectionManager,
+    conn: Arc<Connection>,
     keys: KeySpace,
     timeout: Duration,
     batch_size: usize,
@@ -220,24 +225,9 @@ impl RedisBackendBuilder {
             return Err(Error::InvalidConfig("timeouts must be above zero"));
         }
         let client = self.client().map_err(Error::InvalidUrl)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        let connect = client.get_connection_manager_with_config(config);
-        // The manager retries; bound the whole attempt so an unreachable server fails promptly.
-        let limit = self
-            .connect_timeout
-            .saturating_mul(3)
-            .saturating_add(Duration::from_secs(1));
-        let conn = tokio::time::timeout(limit, connect)
-            .await
-            .map_err(|_| Error::Timeout(limit))??;
         let backend = RedisBackend {
             alive: Arc::new(()),
-            conn,
+            conn: Arc::new(Connection::new(client, keys.clone(), self.connect_timeout)),
             keys,
             timeout: self.timeout,
             batch_size: self.batch_size,
@@ -278,14 +268,44 @@ impl RedisBackend {
         }
     }
 
-    /// Runs one round trip under the configured timeout.
+    /// The current session (connecting and handshaking if there is none) and its
+    /// connection, to send one round trip on.
+    async fn connect(&self) -> Result<(Arc<Session>, MultiplexedConnection)> {
+        let session = self.conn.session().await?;
+        let conn = session.conn.clone();
+        Ok((session, conn))
+    }
+
+    /// Runs one round trip of `session` under the configured timeout. An error that breaks
+    /// the connection retires the session, as does a script that found another epoch.
     async fn round_trip<T>(
         &self,
+        session: &Session,
         request: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T> {
         match tokio::time::timeout(self.timeout, request).await {
-            Ok(result) => Ok(result?),
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(error)) => {
+                session.check(&error);
+                if is_epoch_change(&error) {
+                    session.retire();
+                }
+                Err(error.into())
+            }
             Err(_) => Err(Error::Timeout(self.timeout)),
+        }
+    }
+
+    /// Runs `attempt` again, once, on a new session if the first found the prefix in
+    /// another epoch (it was flushed under this connection).
+    async fn in_current_epoch<T, F, Fut>(&self, attempt: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        match attempt().await {
+            Err(Error::Redis(error)) if is_epoch_change(&error) => attempt().await,
+            other => other,
         }
     }
 
@@ -308,17 +328,19 @@ impl RedisBackend {
                 if alive.upgrade().is_none() {
                     break;
                 }
-                let mut conn = pruner.conn.clone();
                 let mut lock = redis::cmd("SET");
                 lock.arg(pruner.keys.prune_lock())
                     .arg(std::process::id())
                     .arg("NX")
                     .arg("PX")
                     .arg(ttl::redis_millis(every));
-                match pruner
-                    .round_trip(lock.query_async::<Option<String>>(&mut conn))
-                    .await
-                {
+                let locked = async {
+                    let (session, mut conn) = pruner.connect().await?;
+                    pruner
+                        .round_trip(&session, lock.query_async::<Option<String>>(&mut conn))
+                        .await
+                };
+                match locked.await {
                     Ok(Some(_)) => match Backend::prune(&pruner).await {
                         Ok(report) => debug!(?report, "background prune"),
                         Err(error) => warn!(%error, "background prune failed; retrying later"),
@@ -331,16 +353,7 @@ impl RedisBackend {
     }
 
     async fn check_version(&self) -> Result<()> {
-        let mut conn = self.conn.clone();
-        let info: String = self
-            .round_trip(redis::cmd("INFO").arg("server").query_async(&mut conn))
-            .await?;
-        let version = info
-            .lines()
-            .find_map(|l| l.strip_prefix("redis_version:"))
-            .unwrap_or("unknown")
-            .trim()
-            .to_owned();
+        let version = self.conn.session().await?.version.clone();
         let major: u32 = version
             .split('.')
             .next()
@@ -353,9 +366,10 @@ impl RedisBackend {
     }
 
     async fn check_eviction_policy(&self) -> Result<()> {
-        let mut conn = self.conn.clone();
+        let (session, mut conn) = self.connect().await?;
         let reply: Vec<String> = self
             .round_trip(
+                &session,
                 redis::cmd("CONFIG")
                     .arg("GET")
                     .arg("maxmemory-policy")
@@ -384,29 +398,37 @@ impl RedisBackend {
         fence: Option<(Ticket, Option<u64>)>,
     ) -> Result<Fenced> {
         let ttl = ttl::millis(ttl::check(ttl)?);
-        let mut invocation = PUT.prepare_invoke();
-        invocation
-            .key(self.keys.sequence())
-            .key(self.keys.data(key));
-        for dep in deps {
-            invocation.key(self.keys.index(dep));
-        }
-        invocation
-            .arg(key)
-            .arg(ttl)
-            .arg(entry::tail(&value, &deps_json(deps)));
-        if let Some((ticket, holder)) = fence {
-            invocation
-                .key(self.keys.lease(key))
-                .key(self.keys.epoch())
-                .arg(ticket.seq())
-                .arg(ticket.time_ms())
-                .arg(ttl::redis_millis(self.max_ticket_age))
-                .arg(holder.map(|h| h.to_string()).unwrap_or_default())
-                .arg(ticket.epoch());
-        }
-        let mut conn = self.conn.clone();
-        let outcome: i8 = self.round_trip(invocation.invoke_async(&mut conn)).await?;
+        let tail = entry::tail(&value, &deps_json(deps));
+        let outcome: i8 = self
+            .in_current_epoch(|| async {
+                let (session, mut conn) = self.connect().await?;
+                let mut invocation = PUT.prepare_invoke();
+                invocation
+                    .key(self.keys.sequence())
+                    .key(self.keys.epoch())
+                    .key(self.keys.data(key));
+                for dep in deps {
+                    invocation.key(self.keys.index(dep));
+                }
+                invocation
+                    .arg(key)
+                    .arg(ttl)
+                    .arg(&tail[..])
+                    .arg(session.floor);
+                match fence {
+                    Some((ticket, holder)) => invocation
+                        .key(self.keys.lease(key))
+                        .arg(ticket.seq())
+                        .arg(ticket.time_ms())
+                        .arg(ttl::redis_millis(self.max_ticket_age))
+                        .arg(holder.map(|h| h.to_string()).unwrap_or_default())
+                        .arg(ticket.epoch()),
+                    None => invocation.arg(""),
+                };
+                self.round_trip(&session, invocation.invoke_async(&mut conn))
+                    .await
+            })
+            .await?;
         Ok(match outcome {
             1 => Fenced::Stored,
             0 => Fenced::Invalidated,
@@ -444,8 +466,9 @@ impl RedisBackend {
             invocation.key(self.keys.data(key));
             invocation.arg(position + 1).arg(key).arg(generation);
         }
-        let mut conn = self.conn.clone();
-        self.round_trip(invocation.invoke_async(&mut conn)).await
+        let (session, mut conn) = self.connect().await?;
+        self.round_trip(&session, invocation.invoke_async(&mut conn))
+            .await
     }
 
     /// Removes the members of one batch from `index` whose entries are gone.
@@ -468,16 +491,18 @@ impl RedisBackend {
                     .arg(entry::generation_text(*generation));
             }
         }
-        let mut conn = self.conn.clone();
-        self.round_trip(invocation.invoke_async(&mut conn)).await
+        let (session, mut conn) = self.connect().await?;
+        self.round_trip(&session, invocation.invoke_async(&mut conn))
+            .await
     }
 
     /// One `HSCAN` step over `index`: the next cursor and the `(cache key, generation)` pairs.
     /// Members that are not ours (non-UTF-8 names, non-numeric generations) are skipped.
     async fn scan_index(&self, index: &str, cursor: u64) -> Result<(u64, Vec<(String, u64)>)> {
-        let mut conn = self.conn.clone();
+        let (session, mut conn) = self.connect().await?;
         let (next, flat): (u64, Vec<Vec<u8>>) = self
             .round_trip(
+                &session,
                 redis::cmd("HSCAN")
                     .arg(index)
                     .arg(cursor)
@@ -544,18 +569,27 @@ fn decode_entry(key: &str, bytes: Vec<u8>) -> Result<(Encoded, Vec<Dep>)> {
 
 impl Backend for RedisBackend {
     async fn get(&self, key: &str) -> Result<Option<Encoded>> {
-        let mut conn = self.conn.clone();
-        let stored: Option<Vec<u8>> = self.round_trip(conn.get(self.keys.data(key))).await?;
+        let (session, mut conn) = self.connect().await?;
+        let stored: Option<Vec<u8>> = self
+            .round_trip(&session, conn.get(self.keys.data(key)))
+            .await?;
         let Some(stored) = stored else {
             return Ok(None);
         };
         let (format, start) = entry::value_start(key, &stored)?;
+        if entry::generation(key, &stored)? < session.floor {
+            return Ok(None); // from before a restart: see connection.rs
+        }
         Ok(Some(value_at(stored, format, start)))
     }
 
     async fn has(&self, key: &str) -> Result<bool> {
-        let mut conn = self.conn.clone();
-        self.round_trip(conn.exists(self.keys.data(key))).await
+        // The generation, to tell an entry of this epoch from one a restart brought back.
+        let (session, mut conn) = self.connect().await?;
+        let head: Vec<u8> = self
+            .round_trip(&session, conn.getrange(self.keys.data(key), 0, 19))
+            .await?;
+        Ok(!head.is_empty() && entry::generation(key, &head)? >= session.floor)
     }
 
     async fn put(&self, key: &str, value: Encoded, deps: &[Dep], ttl: Duration) -> Result<()> {
@@ -563,32 +597,43 @@ impl Backend for RedisBackend {
     }
 
     async fn get_with_deps(&self, key: &str) -> Result<Option<crate::backend::EntryWithDeps>> {
-        let mut conn = self.conn.clone();
-        let stored: Option<Vec<u8>> = self.round_trip(conn.get(self.keys.data(key))).await?;
-        stored.map(|bytes| decode_entry(key, bytes)).transpose()
+        let (session, mut conn) = self.connect().await?;
+        let stored: Option<Vec<u8>> = self
+            .round_trip(&session, conn.get(self.keys.data(key)))
+            .await?;
+        match stored {
+            Some(bytes) if entry::generation(key, &bytes)? >= session.floor => {
+                decode_entry(key, bytes).map(Some)
+            }
+            _ => Ok(None),
+        }
     }
 
     async fn begin(&self, key: &str, lease: Option<(u64, Duration)>) -> Result<(Ticket, Lease)> {
-        let mut invocation = BEGIN.prepare_invoke();
-        invocation
-            .key(self.keys.sequence())
-            .key(self.keys.lease(key))
-            .key(self.keys.epoch())
-            .key(self.keys.data(key));
-        match lease {
-            Some((holder, ttl)) => invocation.arg(holder).arg(ttl::redis_millis(ttl)),
-            None => invocation.arg("").arg(1),
-        };
-        invocation.arg(rand::random::<u64>());
-        let mut conn = self.conn.clone();
-        let (seq, time_ms, leased, epoch, entry): (u64, u64, u8, u64, Option<Vec<u8>>) =
-            self.round_trip(invocation.invoke_async(&mut conn)).await?;
-        let lease = match (leased, entry) {
-            (2, Some(entry)) => Lease::Cached(decode_entry(key, entry)?),
-            (1, _) => Lease::Granted,
-            _ => Lease::Busy,
-        };
-        Ok((Ticket::new(seq, time_ms, epoch), lease))
+        self.in_current_epoch(|| async {
+            let (session, mut conn) = self.connect().await?;
+            let mut invocation = BEGIN.prepare_invoke();
+            invocation
+                .key(self.keys.sequence())
+                .key(self.keys.lease(key))
+                .key(self.keys.epoch())
+                .key(self.keys.data(key));
+            match lease {
+                Some((holder, ttl)) => invocation.arg(holder).arg(ttl::redis_millis(ttl)),
+                None => invocation.arg("").arg(1),
+            };
+            invocation.arg(entry::generation_text(session.floor));
+            let (seq, time_ms, leased, entry): (u64, u64, u8, Option<Vec<u8>>) = self
+                .round_trip(&session, invocation.invoke_async(&mut conn))
+                .await?;
+            let lease = match (leased, entry) {
+                (2, Some(entry)) => Lease::Cached(decode_entry(key, entry)?),
+                (1, _) => Lease::Granted,
+                _ => Lease::Busy,
+            };
+            Ok((Ticket::new(seq, time_ms, session.floor), lease))
+        })
+        .await
     }
 
     async fn put_fenced(
@@ -607,14 +652,16 @@ impl Backend for RedisBackend {
     async fn release_lease(&self, key: &str, holder: u64) -> Result<()> {
         let mut invocation = RELEASE.prepare_invoke();
         invocation.key(self.keys.lease(key)).arg(holder);
-        let mut conn = self.conn.clone();
-        self.round_trip(invocation.invoke_async::<()>(&mut conn))
+        let (session, mut conn) = self.connect().await?;
+        self.round_trip(&session, invocation.invoke_async::<()>(&mut conn))
             .await
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
-        let mut conn = self.conn.clone();
-        let removed: u64 = self.round_trip(conn.unlink(self.keys.data(key))).await?;
+        let (session, mut conn) = self.connect().await?;
+        let removed: u64 = self
+            .round_trip(&session, conn.unlink(self.keys.data(key)))
+            .await?;
         Ok(removed > 0)
     }
 
@@ -629,9 +676,10 @@ impl Backend for RedisBackend {
             invocation.key(index);
         }
         invocation.arg(self.batch_size).arg(self.running_deadline());
-        let mut conn = self.conn.clone();
-        let (mark, lists): (u64, Option<Vec<Vec<Vec<u8>>>>) =
-            self.round_trip(invocation.invoke_async(&mut conn)).await?;
+        let (session, mut conn) = self.connect().await?;
+        let (mark, lists): (u64, Option<Vec<Vec<Vec<u8>>>>) = self
+            .round_trip(&session, invocation.invoke_async(&mut conn))
+            .await?;
 
         let mut dropped = 0;
         let mut batch: Vec<(usize, String, String)> = Vec::new();
@@ -683,13 +731,18 @@ impl Backend for RedisBackend {
     async fn deps(&self, key: &str) -> Result<Option<Vec<Dep>>> {
         let mut invocation = DEPS.prepare_invoke();
         invocation.key(self.keys.data(key));
-        let mut conn = self.conn.clone();
-        let head: Option<Vec<u8>> = self.round_trip(invocation.invoke_async(&mut conn)).await?;
-        head.map(|bytes| {
-            let entry = StoredEntry::parse(key, &bytes)?;
-            parse_deps(key, entry.deps_json)
-        })
-        .transpose()
+        let (session, mut conn) = self.connect().await?;
+        let head: Option<Vec<u8>> = self
+            .round_trip(&session, invocation.invoke_async(&mut conn))
+            .await?;
+        let Some(bytes) = head else {
+            return Ok(None);
+        };
+        let entry = StoredEntry::parse(key, &bytes)?;
+        if entry.generation < session.floor {
+            return Ok(None);
+        }
+        parse_deps(key, entry.deps_json).map(Some)
     }
 
     async fn prune(&self) -> Result<PruneReport> {
@@ -697,4 +750,9 @@ impl Backend for RedisBackend {
         debug!(?report, "pruned the dependency index");
         Ok(report)
     }
+}
+
+/// Whether a script refused to run because the caller's connection handshook another epoch.
+fn is_epoch_change(error: &redis::RedisError) -> bool {
+    error.code() == Some("EPOCH")
 }

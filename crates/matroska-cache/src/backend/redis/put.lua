@@ -1,46 +1,55 @@
 -- Stores one entry and registers it in the index of each of its dependencies, atomically:
 -- there is no instant where the entry exists without its index members or the reverse.
--- With a ticket (ARGV[4] present) it is a *fenced* put: it stores only if none of the
+-- With a ticket (ARGV[5] not empty) it is a *fenced* put: it stores only if none of the
 -- dependencies was invalidated after the ticket was taken, nor is being invalidated now (the
 -- "stale set" of a value computed from data older than an invalidation), and it releases the
 -- caller's lease in the same step.
 --
 -- KEYS[1]      the prefix's generation counter
--- KEYS[2]      the entry (a string: see entry.rs)
--- KEYS[3..]    the index hash of each dependency, then, only for a fenced put:
--- KEYS[#KEYS-1]  the key's lease
--- KEYS[#KEYS]    the prefix's epoch
+-- KEYS[2]      the prefix's epoch (see epoch.lua)
+-- KEYS[3]      the entry (a string: see entry.rs)
+-- KEYS[4..]    the index hash of each dependency, then, only for a fenced put:
+-- KEYS[#KEYS]  the key's lease
 -- ARGV[1]      the cache key (the member name in each index)
 -- ARGV[2]      TTL in milliseconds
 -- ARGV[3]      the entry after its generation: format tag, dependency list, value
--- ARGV[4..8]   only for a fenced put:
--- ARGV[4]      the ticket's generation
--- ARGV[5]      the ticket's time (ms)
--- ARGV[6]      the maximum ticket age (ms)
--- ARGV[7]      the lease holder's token, or ''
--- ARGV[8]      the ticket's epoch
+-- ARGV[4]      the epoch floor of the caller's connection
+-- ARGV[5..9]   only for a fenced put (else ARGV[5] is ''):
+-- ARGV[5]      the ticket's generation
+-- ARGV[6]      the ticket's time (ms)
+-- ARGV[7]      the maximum ticket age (ms)
+-- ARGV[8]      the lease holder's token, or ''
+-- ARGV[9]      the ticket's epoch floor
 --
 -- Returns 1 if stored, 0 if a dependency was invalidated, -1 if the ticket is too old or from
--- an earlier epoch (the prefix's state was lost since, marks included).
+-- an earlier epoch (the prefix's state was lost since, marks included). Fails with EPOCH if
+-- the caller's connection handshook another epoch (the prefix was flushed): the caller
+-- reconnects and retries, and the counter is never used below the floor.
 --
 -- Members the previous entry left in other indexes are not removed here (their keys are not
 -- known without a read first): they name the old generation, so no invalidation or prune ever
 -- acts on them for the new entry, and invalidation and prune reclaim them.
 -- Index hashes have no TTL: under a volatile-* maxmemory policy only entries are evicted.
+local epoch = redis.call('GET', KEYS[2])
+local floor = epoch and string.match(epoch, '^(%d+) ')
+if floor ~= ARGV[4] then
+    return redis.error_reply('EPOCH the prefix is in another epoch; reconnect')
+end
+local fenced = ARGV[5] ~= ''
 local last = #KEYS -- the last index
-if ARGV[4] then
-    last = #KEYS - 2
-    local lease, epoch = KEYS[#KEYS - 1], KEYS[#KEYS]
+if fenced then
+    last = #KEYS - 1
+    local lease = KEYS[#KEYS]
     local t = redis.call('TIME')
     local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    if ARGV[7] ~= '' and redis.call('GET', lease) == ARGV[7] then
+    if ARGV[8] ~= '' and redis.call('GET', lease) == ARGV[8] then
         redis.call('DEL', lease)
     end
-    if now - tonumber(ARGV[5]) > tonumber(ARGV[6]) or redis.call('GET', epoch) ~= ARGV[8] then
+    if now - tonumber(ARGV[6]) > tonumber(ARGV[7]) or ARGV[9] ~= floor then
         return -1
     end
-    local ticket = tonumber(ARGV[4])
-    for i = 3, last do
+    local ticket = tonumber(ARGV[5])
+    for i = 4, last do
         -- The marks invalidate.lua and drop.lua keep in each index.
         local marks = redis.call('HMGET', KEYS[i], '\255', '\254')
         if marks[1] and tonumber(marks[1]) > ticket then
@@ -55,9 +64,9 @@ if ARGV[4] then
     end
 end
 local gen = redis.call('INCR', KEYS[1])
-redis.call('SET', KEYS[2], string.format('%020d', gen) .. ARGV[3], 'PX', ARGV[2])
+redis.call('SET', KEYS[3], string.format('%020d', gen) .. ARGV[3], 'PX', ARGV[2])
 gen = string.format('%d', gen)
-for i = 3, last do
+for i = 4, last do
     redis.call('HSET', KEYS[i], ARGV[1], gen)
 end
 return 1

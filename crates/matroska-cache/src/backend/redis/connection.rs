@@ -1,0 +1,150 @@
+//! One multiplexed connection to Redis, and the epoch handshake that guards it.
+//!
+//! Why not redis-rs's `ConnectionManager`: it reconnects in the background and sends the next
+//! command on the new connection at once. After a restart that reloaded an older snapshot,
+//! that command could read an entry whose invalidation had already returned. Here every new
+//! connection first runs `epoch.lua`, which starts a new epoch when the server's run id
+//! changed; the [`Session`] carries the epoch's floor, and readers ignore entries written
+//! below it (see the README's "Persistence and restarts").
+//!
+//! A command that fails because the connection broke marks its session broken; the next
+//! command connects again (bounded by the connect timeout) and handshakes before it is sent.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Script};
+use tracing::{debug, info};
+
+use super::keys::KeySpace;
+use crate::error::{Error, Result};
+
+static EPOCH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("epoch.lua")));
+
+/// A connection to one server process, with the epoch it handshook.
+pub(crate) struct Session {
+    pub(crate) conn: MultiplexedConnection,
+    /// Entries with a lower generation predate the epoch: they read as misses.
+    pub(crate) floor: u64,
+    /// The server's `redis_version`.
+    pub(crate) version: String,
+    broken: AtomicBool,
+}
+
+impl Session {
+    /// Stops using this connection: the next command connects again. Called when a command
+    /// failed with the connection, or found the server in another epoch.
+    pub(crate) fn retire(&self) {
+        self.broken.store(true, Ordering::SeqCst);
+    }
+
+    /// Counts `error` against the connection if it is one that breaks it.
+    pub(crate) fn check(&self, error: &redis::RedisError) {
+        if error.is_io_error()
+            || error.is_connection_dropped()
+            || error.is_connection_refusal()
+            || error.is_unrecoverable_error()
+        {
+            self.retire();
+        }
+    }
+}
+
+/// Connects, reconnects, and hands out the current [`Session`].
+pub(crate) struct Connection {
+    client: redis::Client,
+    keys: KeySpace,
+    connect_timeout: Duration,
+    current: Mutex<Option<Arc<Session>>>,
+    /// Held while connecting, so that concurrent commands wait for one attempt.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl Connection {
+    pub(crate) fn new(client: redis::Client, keys: KeySpace, connect_timeout: Duration) -> Self {
+        Connection {
+            client,
+            keys,
+            connect_timeout,
+            current: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The session to send a command on: the current one, or a new connection that has
+    /// handshaken.
+    pub(crate) async fn session(&self) -> Result<Arc<Session>> {
+        if let Some(session) = self.live() {
+            return Ok(session);
+        }
+        let _one_attempt = self.connecting.lock().await;
+        if let Some(session) = self.live() {
+            return Ok(session); // another command connected meanwhile
+        }
+        let session = Arc::new(self.open().await?);
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&session));
+        Ok(session)
+    }
+
+    fn live(&self) -> Option<Arc<Session>> {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .filter(|s| !s.broken.load(Ordering::SeqCst))
+            .cloned()
+    }
+
+    async fn open(&self) -> Result<Session> {
+        let limit = self.connect_timeout;
+        let attempt = async {
+            let config = AsyncConnectionConfig::new().set_connection_timeout(Some(limit));
+            let mut conn = self
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            let info: String = redis::cmd("INFO")
+                .arg("server")
+                .query_async(&mut conn)
+                .await?;
+            let field = |name: &str| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_owned())
+            };
+            let version = field("redis_version:").unwrap_or_else(|| "unknown".into());
+            // A server without a run id (a proxy, say) gets a new epoch on every connection:
+            // the safe side, since a restart behind it cannot be told apart.
+            let run_id =
+                field("run_id:").unwrap_or_else(|| format!("unknown-{}", rand::random::<u64>()));
+            let floor: u64 = EPOCH
+                .key(self.keys.epoch())
+                .key(self.keys.sequence())
+                .arg(&run_id)
+                .invoke_async(&mut conn)
+                .await?;
+            Ok::<_, redis::RedisError>((conn, floor, version, run_id))
+        };
+        let (conn, floor, version, run_id) = tokio::time::timeout(limit, attempt)
+            .await
+            .map_err(|_| Error::Timeout(limit))??;
+        debug!(floor, %run_id, "connected to Redis");
+        if self
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|old| old.floor != floor)
+        {
+            info!(floor, "Redis is in a new epoch (it restarted or was flushed): older entries read as misses");
+        }
+        Ok(Session {
+            conn,
+            floor,
+            version,
+            broken: AtomicBool::new(false),
+        })
+    }
+}

@@ -1,0 +1,131 @@
+//! Redis restarts that reload older data (an RDB snapshot, an AOF that lost its last second,
+//! a promoted replica) must never bring back an entry whose invalidation had returned.
+
+use std::time::Duration;
+
+use matroska_cache::{dep, MatroskaCache};
+use matroska_test_support::RedisServer;
+use redis::Commands;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// Retries `op` (which fails while the connection is being re-established) for a bounded time.
+async fn once_reconnected<T, E: std::fmt::Debug, Fut>(mut op: impl FnMut() -> Fut) -> T
+where
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut last = None;
+    for _ in 0..100 {
+        match op().await {
+            Ok(value) => return value,
+            Err(error) => last = Some(error),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no answer after the restart: {last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_from_an_older_snapshot_never_undoes_an_invalidation() {
+    let mut server = RedisServer::start();
+    let cache = MatroskaCache::redis(&server.url(), "p").await.unwrap();
+    cache
+        .put("page", "v1", [dep::id("article", 1)], MINUTE)
+        .await
+        .unwrap();
+    cache
+        .put("other", "kept", [dep::tag("x")], MINUTE)
+        .await
+        .unwrap();
+    // Taken before the crash, by a computation that reads v1.
+    let ticket = cache.ticket().await.unwrap();
+
+    let mut admin = server.connection();
+    let _: () = redis::cmd("SAVE").query(&mut admin).unwrap();
+    assert_eq!(cache.invalidate([dep::id("article", 1)]).await.unwrap(), 1);
+    assert!(!cache.has("page").await.unwrap());
+
+    server.restart(); // kill -9, then start on the same directory: the snapshot is reloaded
+    let mut admin = server.connection();
+    let raw: bool = admin.exists("{p}:d:page").unwrap();
+    assert!(raw, "the snapshot should have brought the entry's key back");
+
+    // Through the old client: a miss, never the invalidated value.
+    let got = once_reconnected(|| cache.get::<String>("page")).await;
+    assert_eq!(
+        got, None,
+        "an invalidated entry came back after the restart"
+    );
+    assert!(!cache.has("page").await.unwrap());
+    assert_eq!(cache.deps("page").await.unwrap(), None);
+    // Entries that were not invalidated are lost too: when it cannot know, the cache misses.
+    assert_eq!(cache.get::<String>("other").await.unwrap(), None);
+
+    // Through a new client.
+    let fresh = MatroskaCache::redis(&server.url(), "p").await.unwrap();
+    assert_eq!(fresh.get::<String>("page").await.unwrap(), None);
+    assert!(!fresh.has("page").await.unwrap());
+
+    // A ticket from before the crash cannot store: its invalidation marks may be lost.
+    let stored = cache
+        .put_fenced("page", "v1", [dep::id("article", 1)], MINUTE, &ticket)
+        .await
+        .unwrap();
+    assert!(!stored, "a ticket from before the restart passed the fence");
+
+    // Read-through recomputes instead of serving the resurrected entry.
+    let v: String = cache
+        .get_or_compute("page", MINUTE, || async {
+            Ok::<_, std::io::Error>(("v2".to_owned(), [dep::id("article", 1)]))
+        })
+        .await
+        .unwrap();
+    assert_eq!(v, "v2");
+    assert_eq!(
+        fresh.get::<String>("page").await.unwrap().as_deref(),
+        Some("v2")
+    );
+    assert_eq!(fresh.invalidate([dep::id("article", 1)]).await.unwrap(), 1);
+    assert_eq!(cache.get::<String>("page").await.unwrap(), None);
+}
+
+/// A flush under a live connection resets the generation counter; the cache must keep
+/// working (new entries readable by every client, fences still in force).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_under_live_connections_starts_a_new_epoch() {
+    let server = RedisServer::start();
+    let writer = MatroskaCache::redis(&server.url(), "p").await.unwrap();
+    let reader = MatroskaCache::redis(&server.url(), "p").await.unwrap();
+    writer
+        .put("k", "before", [dep::tag("t")], MINUTE)
+        .await
+        .unwrap();
+    let ticket = writer.ticket().await.unwrap();
+    assert_eq!(
+        reader.get::<String>("k").await.unwrap().as_deref(),
+        Some("before")
+    );
+
+    let mut admin = server.connection();
+    let _: () = redis::cmd("FLUSHALL").query(&mut admin).unwrap();
+
+    writer
+        .put("k", "after", [dep::tag("t")], MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(
+        reader.get::<String>("k").await.unwrap().as_deref(),
+        Some("after")
+    );
+    assert_eq!(
+        writer.get::<String>("k").await.unwrap().as_deref(),
+        Some("after")
+    );
+    // The flush lost the invalidation marks: an older ticket is refused.
+    assert!(!writer
+        .put_fenced("f", "x", [dep::tag("t")], MINUTE, &ticket)
+        .await
+        .unwrap());
+    assert_eq!(reader.invalidate([dep::tag("t")]).await.unwrap(), 1);
+    assert_eq!(writer.get::<String>("k").await.unwrap(), None);
+}
