@@ -142,7 +142,13 @@ pub struct MemoryBackend {
     /// The zero of ticket times.
     epoch: Instant,
     max_ticket_age: Duration,
+    /// Invalidations since marks and leases were last reclaimed (see [`Self::reclaim`]).
+    since_reclaim: Arc<AtomicU64>,
 }
+
+/// How many invalidations run between two automatic reclaims of old marks and expired
+/// leases: one pass over them per this many keeps the cost per invalidation constant.
+const RECLAIM_EVERY: u64 = 1_024;
 
 impl std::fmt::Debug for MemoryBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -223,6 +229,7 @@ impl MemoryBackendBuilder {
             leases: Arc::default(),
             epoch: Instant::now(),
             max_ticket_age: self.max_ticket_age,
+            since_reclaim: Arc::default(),
         })
     }
 }
@@ -303,6 +310,17 @@ impl MemoryBackend {
                 mark.at = now;
             }
         }
+    }
+
+    /// Forgets invalidation marks no usable ticket can predate and leases that expired.
+    /// Runs on `prune` and, by itself, every [`RECLAIM_EVERY`] invalidations, so one mark
+    /// per dependency ever invalidated does not stay forever.
+    fn reclaim(&self) {
+        let max_age = self.max_ticket_age;
+        self.marks
+            .retain(|_, mark| mark.running > 0 || mark.at.elapsed() <= max_age);
+        let now = Instant::now();
+        self.leases.retain(|_, (_, expiry)| *expiry > now);
     }
 
     /// The generation of the entry under `key`, if any.
@@ -440,6 +458,9 @@ impl Backend for MemoryBackend {
             }
         }
         let _finish = Finish(self, deps);
+        if self.since_reclaim.fetch_add(1, Ordering::Relaxed) % RECLAIM_EVERY == RECLAIM_EVERY - 1 {
+            self.reclaim();
+        }
 
         let mut dropped = 0;
         for dep in deps {
@@ -491,12 +512,7 @@ impl Backend for MemoryBackend {
             indexes: snapshot.len() as u64,
             ..PruneReport::default()
         };
-        // Marks older than any ticket that may still be used are no longer needed.
-        let max_age = self.max_ticket_age;
-        self.marks
-            .retain(|_, mark| mark.running > 0 || mark.at.elapsed() <= max_age);
-        let now = Instant::now();
-        self.leases.retain(|_, (_, expiry)| *expiry > now);
+        self.reclaim();
         for (dep, members) in snapshot {
             for (key, generation) in members {
                 report.members += 1;
@@ -522,6 +538,36 @@ mod tests {
     fn zero_bounds_are_refused() {
         assert!(MemoryBackend::builder().max_entries(0).build().is_err());
         assert!(MemoryBackend::builder().max_weight(0).build().is_err());
+    }
+
+    #[tokio::test]
+    async fn old_marks_and_leases_are_reclaimed_without_prune() {
+        let backend = MemoryBackend::builder()
+            .max_ticket_age(Duration::from_millis(1))
+            .build()
+            .unwrap();
+        let lease = Some((1, Duration::from_millis(1)));
+        for i in 0..3 * RECLAIM_EVERY {
+            backend.begin(&format!("k{i}"), lease).await.unwrap();
+            backend
+                .invalidate(&[crate::dep::id("item", i)])
+                .await
+                .unwrap();
+            if i % 512 == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        // Without the reclaim, one mark per dependency (and one lease per key) would stay.
+        assert!(
+            backend.marks.len() < 2 * RECLAIM_EVERY as usize,
+            "{}",
+            backend.marks.len()
+        );
+        assert!(
+            backend.leases.len() < 2 * RECLAIM_EVERY as usize,
+            "{}",
+            backend.leases.len()
+        );
     }
 
     #[tokio::test]
