@@ -18,6 +18,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Script};
 use tracing::{debug, info};
 
+use super::entry;
 use super::keys::KeySpace;
 use crate::error::{Error, Result};
 
@@ -40,16 +41,30 @@ impl Session {
         self.broken.store(true, Ordering::SeqCst);
     }
 
-    /// Counts `error` against the connection if it is one that breaks it.
+    /// Retires the session if `error` broke its connection, or is a script's refusal to run
+    /// on a connection of another epoch.
     pub(crate) fn check(&self, error: &redis::RedisError) {
         if error.is_io_error()
             || error.is_connection_dropped()
             || error.is_connection_refusal()
             || error.is_unrecoverable_error()
+            || is_epoch_change(error)
         {
             self.retire();
         }
     }
+
+    /// Whether the stored entry `bytes` (or its first 20 bytes) was written in this session's
+    /// epoch; one from before a restart reads as a miss.
+    pub(crate) fn holds(&self, key: &str, bytes: &[u8]) -> Result<bool> {
+        Ok(entry::generation(key, bytes)? >= self.floor)
+    }
+}
+
+/// Whether a script refused to run because the caller's connection handshook another epoch
+/// (the prefix was flushed under it): the caller retries once on a new session.
+pub(crate) fn is_epoch_change(error: &redis::RedisError) -> bool {
+    error.code() == Some("EPOCH")
 }
 
 /// Connects, reconnects, and hands out the current [`Session`].

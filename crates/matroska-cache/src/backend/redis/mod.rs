@@ -45,9 +45,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, Script};
-
-use connection::{Connection, Session};
 use tracing::{debug, warn};
+
+use connection::{is_epoch_change, Connection, Session};
 
 pub use entry::StoredEntry;
 pub use inspect::PrefixStats;
@@ -287,9 +287,6 @@ impl RedisBackend {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(error)) => {
                 session.check(&error);
-                if is_epoch_change(&error) {
-                    session.retire();
-                }
                 Err(error.into())
             }
             Err(_) => Err(Error::Timeout(self.timeout)),
@@ -577,7 +574,7 @@ impl Backend for RedisBackend {
             return Ok(None);
         };
         let (format, start) = entry::value_start(key, &stored)?;
-        if entry::generation(key, &stored)? < session.floor {
+        if !session.holds(key, &stored)? {
             return Ok(None); // from before a restart: see connection.rs
         }
         Ok(Some(value_at(stored, format, start)))
@@ -589,7 +586,7 @@ impl Backend for RedisBackend {
         let head: Vec<u8> = self
             .round_trip(&session, conn.getrange(self.keys.data(key), 0, 19))
             .await?;
-        Ok(!head.is_empty() && entry::generation(key, &head)? >= session.floor)
+        Ok(!head.is_empty() && session.holds(key, &head)?)
     }
 
     async fn put(&self, key: &str, value: Encoded, deps: &[Dep], ttl: Duration) -> Result<()> {
@@ -602,9 +599,7 @@ impl Backend for RedisBackend {
             .round_trip(&session, conn.get(self.keys.data(key)))
             .await?;
         match stored {
-            Some(bytes) if entry::generation(key, &bytes)? >= session.floor => {
-                decode_entry(key, bytes).map(Some)
-            }
+            Some(bytes) if session.holds(key, &bytes)? => decode_entry(key, bytes).map(Some),
             _ => Ok(None),
         }
     }
@@ -739,7 +734,7 @@ impl Backend for RedisBackend {
             return Ok(None);
         };
         let entry = StoredEntry::parse(key, &bytes)?;
-        if entry.generation < session.floor {
+        if !session.holds(key, &bytes)? {
             return Ok(None);
         }
         parse_deps(key, entry.deps_json).map(Some)
@@ -750,9 +745,4 @@ impl Backend for RedisBackend {
         debug!(?report, "pruned the dependency index");
         Ok(report)
     }
-}
-
-/// Whether a script refused to run because the caller's connection handshook another epoch.
-fn is_epoch_change(error: &redis::RedisError) -> bool {
-    error.code() == Some("EPOCH")
 }
