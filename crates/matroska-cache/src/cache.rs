@@ -259,6 +259,44 @@ impl MatroskaCache {
         }
     }
 
+    /// The values under `keys` as `T`s, in key order: `None` where there is none. One round
+    /// trip on Redis.
+    ///
+    /// A stored value that does not decode as `T` is [`Error::Decode`] for the whole call.
+    ///
+    /// ```
+    /// use matroska_cache::MatroskaCache;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), matroska_cache::Error> {
+    /// let cache = MatroskaCache::in_memory();
+    /// cache.put("a", &1, [], Duration::from_secs(60)).await?;
+    /// cache.put("c", &3, [], Duration::from_secs(60)).await?;
+    /// let found: Vec<Option<u32>> = cache.get_many(["a", "b", "c"]).await?;
+    /// assert_eq!(found, [Some(1), None, Some(3)]);
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_many<T: DeserializeOwned>(
+        &self,
+        keys: impl IntoIterator<Item = impl AsRef<str>>,
+    ) -> Result<Vec<Option<T>>> {
+        let keys: Vec<_> = keys.into_iter().collect();
+        let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
+        let found = self.count(self.inner.backend.get_many(&keys).await)?;
+        let counters = &self.inner.counters;
+        let hits = found.iter().filter(|f| f.is_some()).count() as u64;
+        counters.add(Counter::Hits, hits);
+        counters.add(Counter::Misses, keys.len() as u64 - hits);
+        trace!(keys = keys.len(), hits, "cache get_many");
+        let decoded = keys
+            .iter()
+            .zip(found)
+            .map(|(key, found)| found.map(|encoded| encoded.decode(key)).transpose())
+            .collect();
+        self.count(decoded)
+    }
+
     /// Whether a value is stored under `key`.
     pub async fn has(&self, key: &str) -> Result<bool> {
         self.count(self.inner.backend.has(key).await)
@@ -336,6 +374,7 @@ mod tests {
         is_send(&cache.put("k", &1, d(), Duration::from_secs(1)));
         is_send(&cache.get::<u32>("k"));
         is_send(&cache.has("k"));
+        is_send(&cache.get_many::<u32>(["k"]));
         is_send(&cache.delete("k"));
         is_send(&cache.invalidate(d()));
         is_send(&cache.deps("k"));

@@ -107,8 +107,7 @@ pub enum Error {
     ///
     /// Use `redis://[user:password@]host[:port][/db]`, or `rediss://` with the `tls` feature.
     #[error("invalid Redis URL: {0}")]
-    #[cfg(feature = "redis")]
-    InvalidUrl(#[source] redis::RedisError),
+    InvalidUrl(#[source] ServerError),
 
     /// Redis's eviction policy could drop a dependency index while its entries live, which
     /// would lose invalidations.
@@ -132,12 +131,11 @@ pub enum Error {
     /// Allow the cache's Redis user `CONFIG GET` (ACL `+config|get`), or, if you have checked
     /// the policy yourself, call
     /// [`RedisBackendBuilder::assume_safe_eviction_policy`](crate::RedisBackendBuilder::assume_safe_eviction_policy).
-    #[cfg(feature = "redis")]
     #[error(
         "cannot read Redis maxmemory-policy to check that indexes cannot be evicted ({0}); \
          grant the user +config|get or call assume_safe_eviction_policy()"
     )]
-    EvictionPolicyUnknown(#[source] redis::RedisError),
+    EvictionPolicyUnknown(#[source] ServerError),
 
     /// The Redis server is older than 7.0, which this backend needs (script flags let an
     /// invalidation run even on a full server).
@@ -155,8 +153,7 @@ pub enum Error {
     /// manager reconnects in the background, so retry later. An `invalidate` that failed may
     /// have dropped some dependents; retrying it drops the rest.
     #[error("Redis error: {0}")]
-    #[cfg(feature = "redis")]
-    Redis(#[from] redis::RedisError),
+    Redis(#[source] ServerError),
 
     /// The Tokio runtime shut down while an operation that must finish once begun (an
     /// invalidation, a transaction's commit and invalidation) was running in its own task.
@@ -172,6 +169,100 @@ pub enum Error {
     /// itself when Redis answers again.
     #[error("Redis did not answer within {0:?}")]
     Timeout(Duration),
+}
+
+impl Error {
+    /// Whether retrying the same operation later may succeed: Redis was unreachable, timed
+    /// out, restarting, loading, busy or failing over, or the runtime shut down mid-way.
+    /// Everything else (a bad value, TTL, configuration or URL, an unsafe server) fails the
+    /// same way again until something is changed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Timeout(_) | Error::RuntimeShutdown => true,
+            Error::Redis(error) => error.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+/// A failure reported by Redis or by the connection to it.
+///
+/// Opaque on purpose: the crate's API does not expose the redis client's types, so its
+/// versions can change without breaking yours. [`source`](std::error::Error::source) leads to
+/// the client's own error for logging.
+#[derive(Debug)]
+pub struct ServerError {
+    message: String,
+    code: Option<String>,
+    transient: bool,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl ServerError {
+    /// The error code the server replied with (`NOSCRIPT`, `OOM`, `LOADING`, ...), if any.
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+
+    /// Whether it may clear by itself: the connection broke or was refused, the server is
+    /// loading, busy, read-only after a failover, or asked to try again.
+    pub fn is_transient(&self) -> bool {
+        self.transient
+    }
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ServerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Server reply codes after which the same request may succeed later.
+#[cfg(feature = "redis")]
+const TRANSIENT_CODES: &[&str] = &[
+    "LOADING",
+    "BUSY",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "MASTERDOWN",
+    "READONLY",
+    "NOREPLICAS",
+    "EPOCH",
+];
+
+#[cfg(feature = "redis")]
+impl From<redis::RedisError> for ServerError {
+    fn from(error: redis::RedisError) -> Self {
+        let code = error.code().map(str::to_owned);
+        let transient = error.is_io_error()
+            || error.is_connection_dropped()
+            || error.is_connection_refusal()
+            || error.is_timeout()
+            || code
+                .as_deref()
+                .is_some_and(|c| TRANSIENT_CODES.contains(&c));
+        ServerError {
+            message: error.to_string(),
+            code,
+            transient,
+            source: Some(Box::new(error)),
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+impl From<redis::RedisError> for Error {
+    fn from(error: redis::RedisError) -> Self {
+        Error::Redis(error.into())
+    }
 }
 
 /// Shorthand for results of this crate.

@@ -43,7 +43,7 @@ pub use backend::{Backend, Fenced, Lease, PruneReport, Ticket};
 pub use cache::{MatroskaCache, MatroskaCacheBuilder};
 pub use collect::{DepSet, Dependencies};
 pub use dep::Dep;
-pub use error::{Error, Result};
+pub use error::{Error, Result, ServerError};
 pub use read_through::depends_on;
 pub use stats::Stats;
 pub use ttl::MAX_TTL;

@@ -58,6 +58,8 @@ async fn a_restart_from_an_older_snapshot_never_undoes_an_invalidation() {
     );
     assert!(!cache.has("page").await.unwrap());
     assert_eq!(cache.deps("page").await.unwrap(), None);
+    let many: Vec<Option<String>> = cache.get_many(["page", "other"]).await.unwrap();
+    assert_eq!(many, [None, None]);
     // Entries that were not invalidated are lost too: when it cannot know, the cache misses.
     assert_eq!(cache.get::<String>("other").await.unwrap(), None);
 

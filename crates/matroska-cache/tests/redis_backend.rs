@@ -57,7 +57,10 @@ async fn malformed_url_unreachable_server_and_empty_prefix_are_clear_errors() {
         "redis://127.0.0.1:99999/",
     ] {
         let err = promptly(MatroskaCache::redis(url, "p")).await.unwrap_err();
-        assert!(matches!(err, Error::InvalidUrl(_)), "{url:?}: {err}");
+        assert!(
+            matches!(err, Error::InvalidUrl(_)) && !err.is_transient(),
+            "{url:?}: {err}"
+        );
     }
     // A port nobody listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -91,7 +94,10 @@ async fn allkeys_eviction_policies_are_refused_with_the_fix() {
             .config("maxmemory-policy", policy)
             .start();
         let err = MatroskaCache::redis(&server.url(), "p").await.unwrap_err();
-        assert!(matches!(err, Error::UnsafeEvictionPolicy { .. }), "{err}");
+        assert!(
+            matches!(err, Error::UnsafeEvictionPolicy { .. }) && !err.is_transient(),
+            "{err}"
+        );
         assert!(
             err.to_string().contains("volatile-lru"),
             "the message names the fix: {err}"
@@ -249,6 +255,9 @@ async fn connection_loss_fails_promptly_and_recovers() {
     server.kill();
     let err = promptly(cache.get::<String>("k")).await.unwrap_err();
     assert!(matches!(err, Error::Redis(_) | Error::Timeout(_)), "{err}");
+    assert!(err.is_transient(), "connection loss is transient: {err:?}");
+    let err = promptly(cache.get_many::<String>(["k"])).await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
     assert!(promptly(cache.invalidate([dep::tag("t")])).await.is_err());
 
     server.restart(); // an empty server: it keeps nothing on disk

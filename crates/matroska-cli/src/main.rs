@@ -34,6 +34,11 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
 
+    /// Skip the check of Redis's maxmemory-policy, for managed Redis that denies CONFIG GET.
+    /// Only if you know it is noeviction or volatile-*: allkeys-* loses invalidations.
+    #[arg(long, env = "MATROSKA_ASSUME_SAFE_EVICTION_POLICY", global = true)]
+    assume_safe_eviction_policy: bool,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -140,12 +145,24 @@ fn progress_bar(message: &'static str) -> ProgressBar {
 }
 
 async fn run(cli: Cli) -> Result<Outcome, Failure> {
-    let backend = RedisBackend::builder(&cli.redis, &cli.prefix)
+    let mut builder = RedisBackend::builder(&cli.redis, &cli.prefix)
         .auto_prune(None)
-        .timeout(Duration::from_secs(10))
-        .build()
-        .await
-        .map_err(|e| Failure(format!("cannot use Redis at {}: {e}", redact(&cli.redis))))?;
+        .timeout(Duration::from_secs(10));
+    if cli.assume_safe_eviction_policy {
+        builder = builder.assume_safe_eviction_policy();
+    }
+    let backend = builder.build().await.map_err(|e| {
+        let hint = match e {
+            matroska_cache::Error::EvictionPolicyUnknown(_) => {
+                " (if you know the policy is safe, pass --assume-safe-eviction-policy)"
+            }
+            _ => "",
+        };
+        Failure(format!(
+            "cannot use Redis at {}: {e}{hint}",
+            redact(&cli.redis)
+        ))
+    })?;
     let json = cli.json;
     match cli.command {
         Command::Get { key } => match backend.get(&key).await? {

@@ -207,3 +207,48 @@ fn errors_are_one_line_with_a_nonzero_exit_and_no_password() {
         );
     }
 }
+
+/// Managed Redis often denies `CONFIG GET`: the CLI then fails with the fix, and works with
+/// `--assume-safe-eviction-policy`.
+#[test]
+fn assume_safe_eviction_policy_for_servers_that_deny_config() {
+    let server = RedisServer::builder().acl_user("ops", "pw").start();
+    let mut admin = server.connection();
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("ops")
+        .arg("-config")
+        .query(&mut admin)
+        .unwrap();
+    let matroska = || {
+        let mut cmd = Command::cargo_bin("matroska").unwrap();
+        cmd.env("MATROSKA_REDIS_URL", server.url())
+            .env("MATROSKA_PREFIX", "app");
+        cmd
+    };
+    let denied = matroska().args(["has", "k"]).output().unwrap();
+    assert_eq!(denied.status.code(), Some(2));
+    let stderr = String::from_utf8(denied.stderr).unwrap();
+    assert!(stderr.contains("--assume-safe-eviction-policy"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    let put = matroska()
+        .args([
+            "--assume-safe-eviction-policy",
+            "put",
+            "k",
+            "v",
+            "--string",
+            "--ttl",
+            "1m",
+        ])
+        .output()
+        .unwrap();
+    assert!(put.status.success(), "{put:?}");
+    let has = matroska()
+        .env("MATROSKA_ASSUME_SAFE_EVICTION_POLICY", "true")
+        .args(["has", "k"])
+        .output()
+        .unwrap();
+    assert_eq!(has.status.code(), Some(0));
+}

@@ -346,6 +346,13 @@ impl Backend for MemoryBackend {
         Ok(self.entries.get(key).map(|e| e.value.clone()))
     }
 
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Encoded>>> {
+        Ok(keys
+            .iter()
+            .map(|key| self.entries.get(*key).map(|e| e.value.clone()))
+            .collect())
+    }
+
     async fn has(&self, key: &str) -> Result<bool> {
         Ok(self.entries.contains_key(key))
     }

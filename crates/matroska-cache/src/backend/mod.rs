@@ -124,6 +124,9 @@ pub trait Backend: Send + Sync + 'static {
     /// The entry stored under `key`, if any.
     fn get(&self, key: &str) -> impl Future<Output = Result<Option<Encoded>>> + Send;
 
+    /// The entries stored under `keys`, in the same order (one round trip on Redis).
+    fn get_many(&self, keys: &[&str]) -> impl Future<Output = Result<Vec<Option<Encoded>>>> + Send;
+
     /// Whether an entry is stored under `key`.
     fn has(&self, key: &str) -> impl Future<Output = Result<bool>> + Send;
 
@@ -192,6 +195,7 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// backend behind one type. The cost is one allocation per operation.
 pub(crate) trait DynBackend: Send + Sync + 'static {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Encoded>>>;
+    fn get_many<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<Encoded>>>>;
     fn has<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>>;
     fn put<'a>(
         &'a self,
@@ -226,6 +230,9 @@ pub(crate) trait DynBackend: Send + Sync + 'static {
 impl<B: Backend> DynBackend for B {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Encoded>>> {
         Box::pin(Backend::get(self, key))
+    }
+    fn get_many<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<Encoded>>>> {
+        Box::pin(Backend::get_many(self, keys))
     }
     fn has<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
         Box::pin(Backend::has(self, key))

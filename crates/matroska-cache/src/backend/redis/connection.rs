@@ -61,10 +61,13 @@ impl Session {
     }
 }
 
+/// The error code of that refusal (see `put.lua` and `begin.lua`).
+pub(crate) const EPOCH_CHANGE: &str = "EPOCH";
+
 /// Whether a script refused to run because the caller's connection handshook another epoch
 /// (the prefix was flushed under it): the caller retries once on a new session.
-pub(crate) fn is_epoch_change(error: &redis::RedisError) -> bool {
-    error.code() == Some("EPOCH")
+fn is_epoch_change(error: &redis::RedisError) -> bool {
+    error.code() == Some(EPOCH_CHANGE)
 }
 
 /// Connects, reconnects, and hands out the current [`Session`].

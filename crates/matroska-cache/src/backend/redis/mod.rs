@@ -9,6 +9,7 @@
 //! | operation | round trips | how |
 //! | --- | --- | --- |
 //! | `get` | 1 | `GET` |
+//! | `get_many` | 1 | `MGET` |
 //! | `has` | 1 | `GETRANGE` of the generation (an entry from before a restart is a miss) |
 //! | `put` | 1 | `put.lua`: entry and index members together |
 //! | `delete` | 1 | `UNLINK` (index members reclaimed later) |
@@ -47,7 +48,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, Script};
 use tracing::{debug, warn};
 
-use connection::{is_epoch_change, Connection, Session};
+use connection::{Connection, Session};
 
 pub use entry::StoredEntry;
 pub use inspect::PrefixStats;
@@ -224,7 +225,7 @@ impl RedisBackendBuilder {
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(Error::InvalidConfig("timeouts must be above zero"));
         }
-        let client = self.client().map_err(Error::InvalidUrl)?;
+        let client = self.client().map_err(|e| Error::InvalidUrl(e.into()))?;
         let backend = RedisBackend {
             alive: Arc::new(()),
             conn: Arc::new(Connection::new(client, keys.clone(), self.connect_timeout)),
@@ -301,7 +302,9 @@ impl RedisBackend {
         Fut: std::future::Future<Output = Result<T>>,
     {
         match attempt().await {
-            Err(Error::Redis(error)) if is_epoch_change(&error) => attempt().await,
+            Err(Error::Redis(error)) if error.code() == Some(connection::EPOCH_CHANGE) => {
+                attempt().await
+            }
             other => other,
         }
     }
@@ -556,6 +559,18 @@ fn value_at(mut stored: Vec<u8>, format: Format, start: usize) -> Encoded {
     }
 }
 
+/// The value of a stored entry read by `session`, or `None` if there is none in its epoch.
+fn stored_value(session: &Session, key: &str, stored: Option<Vec<u8>>) -> Result<Option<Encoded>> {
+    let Some(stored) = stored else {
+        return Ok(None);
+    };
+    let (format, start) = entry::value_start(key, &stored)?;
+    if !session.holds(key, &stored)? {
+        return Ok(None); // from before a restart: see connection.rs
+    }
+    Ok(Some(value_at(stored, format, start)))
+}
+
 /// Parses a stored entry into its value and dependencies.
 fn decode_entry(key: &str, bytes: Vec<u8>) -> Result<(Encoded, Vec<Dep>)> {
     let entry = StoredEntry::parse(key, &bytes)?;
@@ -570,14 +585,25 @@ impl Backend for RedisBackend {
         let stored: Option<Vec<u8>> = self
             .round_trip(&session, conn.get(self.keys.data(key)))
             .await?;
-        let Some(stored) = stored else {
-            return Ok(None);
-        };
-        let (format, start) = entry::value_start(key, &stored)?;
-        if !session.holds(key, &stored)? {
-            return Ok(None); // from before a restart: see connection.rs
+        stored_value(&session, key, stored)
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Encoded>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(Some(value_at(stored, format, start)))
+        let (session, mut conn) = self.connect().await?;
+        let data: Vec<String> = keys.iter().map(|key| self.keys.data(key)).collect();
+        let stored: Vec<Option<Vec<u8>>> = self
+            .round_trip(
+                &session,
+                redis::cmd("MGET").arg(&data).query_async(&mut conn),
+            )
+            .await?;
+        keys.iter()
+            .zip(stored)
+            .map(|(key, stored)| stored_value(&session, key, stored))
+            .collect()
     }
 
     async fn has(&self, key: &str) -> Result<bool> {
