@@ -436,7 +436,109 @@ async fn many_dependencies_per_entry_and_per_call(h: Harness) {
     assert!(!c.has("assembly").await.unwrap() && !c.has("other").await.unwrap());
 }
 
+/// One call naming thousands of dependencies, each with its own dependents (some shared):
+/// the count is exact, everything goes, entries of other dependencies stay.
+async fn thousands_of_dependencies_in_one_call(h: Harness) {
+    let cache = h.with_batch_size(97).await;
+    let n = 3_000u32;
+    for i in 0..n {
+        let mut deps = vec![dep::id("item", i)];
+        if i % 3 == 0 {
+            deps.push(dep::id("item", (i + 1) % n)); // reached through two dependencies
+        }
+        cache.put(&format!("k{i}"), &i, deps, MINUTE).await.unwrap();
+    }
+    // A dependency with many dependents inside the same call: the scanned path.
+    for i in 0..500 {
+        cache
+            .put(&format!("wide{i}"), &i, [dep::tag("wide")], MINUTE)
+            .await
+            .unwrap();
+    }
+    cache
+        .put("other", &0, [dep::tag("other")], MINUTE)
+        .await
+        .unwrap();
+    let mut deps: Vec<Dep> = (0..n).map(|i| dep::id("item", i)).collect();
+    deps.push(dep::tag("wide"));
+    assert_eq!(cache.invalidate(&deps).await.unwrap(), u64::from(n) + 500);
+    for i in (0..n).step_by(7) {
+        assert!(!cache.has(&format!("k{i}")).await.unwrap(), "k{i}");
+    }
+    assert!(!cache.has("wide499").await.unwrap());
+    assert!(cache.has("other").await.unwrap());
+    assert_eq!(
+        h.index_members(),
+        1,
+        "only the other entry's member is left"
+    );
+}
+
+/// Invalidating dependencies nobody depends on leaves nothing behind per dependency, and on
+/// Redis takes one round trip.
+async fn invalidating_without_dependents_leaves_nothing_behind(h: Harness) {
+    let c = &h.cache;
+    let ticket = c.ticket().await.unwrap();
+    let deps: Vec<Dep> = (0..2_000).map(|i| dep::id("nobody", i)).collect();
+    for dep in &deps {
+        assert_eq!(c.invalidate([dep.clone()]).await.unwrap(), 0);
+    }
+    // The fence still works for them.
+    assert!(!c
+        .put_fenced("k", &1, [dep::id("nobody", 7)], MINUTE, &ticket)
+        .await
+        .unwrap());
+    let support::Kind::Redis { server, prefix } = &h.kind else {
+        assert_eq!(h.index_members(), 0);
+        return;
+    };
+    let mut conn = server.connection();
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg(format!("{{{prefix}}}:*"))
+        .query(&mut conn)
+        .unwrap();
+    assert!(
+        keys.len() <= 4,
+        "only the counter, epoch, fence table and lease may exist, found {} keys such as {:?}",
+        keys.len(),
+        &keys[..keys.len().min(5)]
+    );
+    let fences: u64 = ::redis::cmd("HLEN")
+        .arg(format!("{{{prefix}}}:f"))
+        .query(&mut conn)
+        .unwrap();
+    assert!(fences <= 2_000);
+
+    // One round trip: count the commands Redis ran for one more invalidation.
+    let _: () = ::redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut conn)
+        .unwrap();
+    c.invalidate([dep::id("nobody", 9_999)]).await.unwrap();
+    let stats: String = ::redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut conn)
+        .unwrap();
+    // Commands a script runs are counted too; the client sends one EVALSHA and nothing else
+    // (no HSCAN, no drop script, no second round trip of any kind).
+    let calls = |command: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    assert_eq!(calls("evalsha"), 1, "{stats}");
+    for other in [
+        "eval", "hscan", "hgetall", "unlink", "get", "mget", "script",
+    ] {
+        assert_eq!(calls(other), 0, "{other}: {stats}");
+    }
+}
+
 backend_tests!(
+    thousands_of_dependencies_in_one_call,
+    invalidating_without_dependents_leaves_nothing_behind,
     a_dropped_invalidation_still_finishes,
     dependencies_by_value_or_by_reference,
     many_dependencies_per_entry_and_per_call,

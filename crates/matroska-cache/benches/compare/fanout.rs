@@ -91,12 +91,12 @@ pub fn print(rows: &[FanOut]) {
 }
 
 /// A `GET` loop on its own connection and thread (no pause) while something runs.
-fn probe(url: &str) -> GetProbe {
+pub fn probe(url: &str) -> GetProbe {
     GetProbe::start(url, "probe", Duration::ZERO)
 }
 
 /// What the loop saw: how many GETs, and the slowest.
-fn summary(latencies: Vec<Duration>) -> Probe {
+pub fn summary(latencies: Vec<Duration>) -> Probe {
     Probe {
         gets: latencies.len(),
         worst: latencies.last().copied().unwrap_or_default(),
@@ -104,7 +104,11 @@ fn summary(latencies: Vec<Duration>) -> Probe {
 }
 
 /// Puts `keys` with `deps_of(i)` over 32 tasks.
-async fn fill(cache: &MatroskaCache, keys: std::ops::Range<usize>, deps_of: fn(usize) -> Vec<Dep>) {
+pub async fn fill(
+    cache: &MatroskaCache,
+    keys: std::ops::Range<usize>,
+    deps_of: fn(usize) -> Vec<Dep>,
+) {
     let value: Arc<str> = "v".repeat(VALUE_LEN).into();
     let tasks = 32;
     let handles: Vec<_> = (0..tasks)
@@ -223,7 +227,7 @@ fn watched(n: usize, i: usize) -> bool {
 
 /// Empties the server. ASYNC: a synchronous flush of a million keys outlasts the client's
 /// timeout.
-async fn flush(conn: &mut ConnectionManager) {
+pub async fn flush(conn: &mut ConnectionManager) {
     let _: () = redis::cmd("FLUSHALL")
         .arg("ASYNC")
         .query_async(conn)

@@ -5,12 +5,15 @@
 //! ```text
 //! cargo bench -p matroska-cache --bench compare                              # everything, about 5 minutes
 //! cargo bench -p matroska-cache --bench compare -- --max-dependents 100000   # fan-out up to 100k only
+//! cargo bench -p matroska-cache --bench compare -- --only many-deps          # one section: ops,
+//!                                                        # memory, fanout or many-deps
 //! ```
 //!
 //! Prints Markdown tables (single operations, fan-out invalidation, memory per entry) and
 //! writes the fan-out plot to `docs/fanout.svg`.
 
 mod fanout;
+mod many_deps;
 mod memory_use;
 mod ops;
 mod plot;
@@ -33,6 +36,15 @@ fn max_dependents() -> usize {
         .and_then(|i| args.get(i + 1))
         .map(|n| n.parse().expect("--max-dependents takes a number"))
         .unwrap_or(1_000_000)
+}
+
+/// `--only SECTION`: whether to run `section` (all of them without the flag).
+fn runs(section: &str) -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == "--only") {
+        Some(i) => args.get(i + 1).map(String::as_str) == Some(section),
+        None => true,
+    }
 }
 
 fn main() {
@@ -66,21 +78,38 @@ async fn run() {
         .await
         .expect("raw connection");
 
-    println!("## Single operations\n");
-    let mut rows = ops::redis(&cache, &raw).await;
-    rows.extend(ops::memory().await);
-    ops::print(&rows);
+    if runs("ops") {
+        println!("## Single operations\n");
+        let mut rows = ops::redis(&cache, &raw).await;
+        rows.extend(ops::memory().await);
+        ops::print(&rows);
+    }
 
-    println!("\n## Memory per entry\n");
-    memory_use::print(&memory_use::redis(&cache, &raw).await);
+    if runs("memory") {
+        println!("\n## Memory per entry\n");
+        memory_use::print(&memory_use::redis(&cache, &raw).await);
+    }
 
-    println!("\n## Fan-out invalidation\n");
-    let mut fan = fanout::redis(&server.url(), PREFIX, &cache, &raw, &sizes).await;
-    fan.extend(fanout::memory(&sizes, &[1]).await);
-    fan.extend(fanout::memory(&[100_000], &[2]).await);
-    fanout::print(&fan);
+    if runs("fanout") {
+        println!("\n## Fan-out invalidation\n");
+        let mut fan = fanout::redis(&server.url(), PREFIX, &cache, &raw, &sizes).await;
+        fan.extend(fanout::memory(&sizes, &[1]).await);
+        fan.extend(fanout::memory(&[100_000], &[2]).await);
+        fanout::print(&fan);
 
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/fanout.svg");
-    plot::fanout(&fan, &path).expect("plot");
-    println!("\nPlot: {}", path.display());
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/fanout.svg");
+        plot::fanout(&fan, &path).expect("plot");
+        println!("\nPlot: {}", path.display());
+    }
+
+    if runs("many-deps") {
+        println!("\n## Invalidating many dependencies at once\n");
+        let many: Vec<usize> = [50_000, 500_000]
+            .into_iter()
+            .filter(|&n| n <= max_dependents())
+            .collect();
+        many_deps::print(&many_deps::redis(&server.url(), PREFIX, &cache, &raw, &many).await);
+        println!("\n## Invalidating dependencies without dependents\n");
+        many_deps::without_dependents(&cache, &raw, 100_000).await;
+    }
 }

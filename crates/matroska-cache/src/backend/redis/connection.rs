@@ -11,18 +11,17 @@
 //! command connects again (bounded by the connect timeout) and handshakes before it is sent.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Script};
+use redis::AsyncConnectionConfig;
 use tracing::{debug, info};
 
 use super::entry;
 use super::keys::KeySpace;
+use super::scripts::EPOCH;
 use crate::error::{Error, Result};
-
-static EPOCH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("epoch.lua")));
 
 /// A connection to one server process, with the epoch it handshook.
 pub(crate) struct Session {

@@ -2,15 +2,19 @@
 -- allow-oom: it frees memory.
 --
 -- Drops a batch of entries found in dependency indexes, atomically; with ARGV[2] = 1 it also
--- ends the invalidation.
+-- ends the invalidation of the chunk (see fence.lua), else it is its sign of life.
 --
 -- KEYS[1]        the prefix's generation counter
--- KEYS[2..n+1]   the index hashes the members come from (n = ARGV[1])
--- KEYS[n+2..]    one entry per member
+-- KEYS[2]        the prefix's fence table
+-- KEYS[3..n+2]   the index hashes the members come from (n = ARGV[1]): only those this
+--                batch touches
+-- KEYS[n+3..]    one entry per member
 -- ARGV[1]        n
--- ARGV[2]        1 if this is the last batch of the invalidation, else 0
--- ARGV[3]        how long (ms) the invalidation counts as running from now (a sign of life)
--- ARGV[4..]      one triple per member: index position (1..n), cache key, generation as
+-- ARGV[2]        1 if this is the last batch of the chunk, else 0
+-- ARGV[3]        how long (ms) the invalidation counts as running from now
+-- ARGV[4]        b, the number of the chunk's fence buckets
+-- ARGV[5..4+b]   the chunk's fence buckets
+-- ARGV[5+b..]    one triple per member: index position (1..n), cache key, generation as
 --                the entry starts with it (20 digits)
 --
 -- An entry is dropped only if it still holds the generation its index member names: an entry
@@ -23,16 +27,17 @@
 -- member, so the member can go without a second read. Only members of entries that are gone
 -- or replaced are read back from their index (in one HMGET per index) before removal.
 local n = tonumber(ARGV[1])
+local b = tonumber(ARGV[4])
 local doomed = {}
 local settled, unsure, unsure_gens = {}, {}, {}
 for i = 1, n do
     settled[i], unsure[i], unsure_gens[i] = {}, {}, {}
 end
-for m = 1, #KEYS - n - 1 do
-    local a = 4 + (m - 1) * 3
+for m = 1, #KEYS - n - 2 do
+    local a = 5 + b + (m - 1) * 3
     local position = tonumber(ARGV[a])
     local field, gen = ARGV[a + 1], ARGV[a + 2]
-    local entry = KEYS[n + 1 + m]
+    local entry = KEYS[n + 2 + m]
     if redis.call('GETRANGE', entry, 0, 19) == gen then
         doomed[#doomed + 1] = entry
         local fields = settled[position]
@@ -62,7 +67,7 @@ end
 -- UNLINK counts each key once, even when several indexes led to it.
 local dropped = in_chunks('UNLINK', nil, doomed)
 for i = 1, n do
-    local index = KEYS[1 + i]
+    local index = KEYS[2 + i]
     in_chunks('HDEL', index, settled[i])
     local fields, gens = unsure[i], unsure_gens[i]
     local stale = {}
@@ -78,30 +83,17 @@ for i = 1, n do
     in_chunks('HDEL', index, stale)
 end
 
--- The running state of each index (see invalidate.lua).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local finish = ARGV[2] == '1'
+-- Tickets taken before the end are refused from now on; tickets taken after it read data
+-- newer than everything this invalidation dropped.
 local last = finish and redis.call('INCR', KEYS[1])
-for i = 2, n + 1 do
-    local running, deadline = 0, 0
-    local state = redis.call('HGET', KEYS[i], '\254')
-    if state then
-        local r, d = string.match(state, '^(%d+) (%d+)$')
-        running, deadline = tonumber(r), tonumber(d)
-    end
+for _, bucket in ipairs(distinct(5, b)) do
+    local mark, running, deadline = fence_get(KEYS[2], bucket, now)
     if finish then
-        -- Tickets taken before this point are refused from now on; tickets taken after it
-        -- read data newer than everything this invalidation dropped.
-        running = math.max(running - 1, 0)
-        redis.call('HSET', KEYS[i], '\255', last, '\253', now)
+        fence_set(KEYS[2], bucket, last, math.max(running - 1, 0), deadline)
     else
-        deadline = math.max(deadline, now + tonumber(ARGV[3]))
-    end
-    if running > 0 then
-        redis.call('HSET', KEYS[i], '\254', running .. ' ' .. deadline)
-    else
-        redis.call('HDEL', KEYS[i], '\254')
+        fence_set(KEYS[2], bucket, mark, running, math.max(deadline, now + tonumber(ARGV[3])))
     end
 end
 return dropped

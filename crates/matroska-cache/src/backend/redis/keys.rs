@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! {<prefix>}:d:<key>     string: the entry, generation and dependencies in front of the value (entry.rs)
-//! {<prefix>}:r:<dep>     hash: the reverse index of one dependency  <key> = generation,
-//!                        plus invalidation marks under three non-UTF-8 field names
+//! {<prefix>}:r:<dep>     hash: the reverse index of one dependency  <key> = generation
+//! {<prefix>}:f           hash: the fence table, bucket -> generation at which the last
+//!                        invalidation of a dependency in that bucket began
 //! {<prefix>}:l:<key>     string: the lease on computing <key>, with a TTL
 //! {<prefix>}:s           string: the prefix's generation counter
 //! {<prefix>}:e           string: the epoch (random), renewed when the prefix's state is lost
@@ -19,6 +20,30 @@
 
 use crate::dep::Dep;
 use crate::error::{Error, Result};
+
+/// Buckets of the fence table. More buckets refuse fewer fenced puts for another dependency's
+/// invalidation (a put with d dependencies, computed while k other dependencies are
+/// invalidated, is refused needlessly with probability about d * k / FENCE_BUCKETS) and cost
+/// about 70 bytes each once used.
+pub(crate) const FENCE_BUCKETS: u64 = 16_384;
+
+/// The fence bucket of `dep`: FNV-1a of its text, mixed with MurmurHash3's finalizer (FNV's
+/// low bits alone spread ids that differ in their last digits poorly). Every process and
+/// version must agree on it, so it is spelled out here rather than taken from a hasher whose
+/// output may change.
+pub(crate) fn fence_bucket(dep: &Dep) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in dep.as_str().bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^= hash >> 33;
+    hash % FENCE_BUCKETS
+}
 
 /// Builds and parses the Redis keys of one prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,8 +101,13 @@ impl KeySpace {
         format!("{}:s", self.tag)
     }
 
-    /// The epoch: a random number set when the prefix's state is first used; a new one after
-    /// the state was lost (restart without persistence, flush) voids older tickets.
+    /// The fence table (see `invalidate.lua`).
+    pub(crate) fn fences(&self) -> String {
+        format!("{}:f", self.tag)
+    }
+
+    /// The epoch: `"<floor> <run id>"`, renewed when the server restarts or the prefix is
+    /// flushed (see `epoch.lua`).
     pub(crate) fn epoch(&self) -> String {
         format!("{}:e", self.tag)
     }
@@ -147,6 +177,22 @@ mod tests {
         );
         assert_eq!(KeySpace::new("a*").unwrap().pattern("r"), r"{a\*}:r:*");
         assert!(matches!(KeySpace::new(""), Err(Error::EmptyPrefix)));
+    }
+
+    #[test]
+    fn fence_buckets_are_stable_and_spread() {
+        // Pinned (computed independently): processes of different versions share the table.
+        assert_eq!(fence_bucket(&crate::dep::id("article", 1)), 13113);
+        assert_eq!(fence_bucket(&crate::dep::tag("")), 1109);
+        let mut used = std::collections::HashSet::new();
+        for i in 0..10_000 {
+            used.insert(fence_bucket(&crate::dep::id("article", i)));
+        }
+        assert!(
+            used.len() > 7_000,
+            "{} buckets for 10,000 dependencies",
+            used.len()
+        );
     }
 
     #[test]

@@ -14,14 +14,22 @@
 //! | `put` | 1 | `put.lua`: entry and index members together |
 //! | `delete` | 1 | `UNLINK` (index members reclaimed later) |
 //! | `deps` | 1 | `deps.lua`: the entry's header and dependency list, not its value |
-//! | `invalidate` | 2 for up to `batch_size` dependents | `invalidate.lua`, then `drop.lua` |
-//! | | 2 + 1 per `batch_size` beyond that | `HSCAN` of the next page pipelined with `drop.lua` of the last |
+//! | `invalidate` | 1 without dependents | `invalidate.lua` marks the fence table |
+//! | | 2 up to `batch_size` dependents | `invalidate.lua`, then `drop.lua` |
+//! | | beyond that, per 256 dependencies: 1 + pipelined `HSCAN` rounds + 1 per `batch_size` | see `invalidate.rs` |
 //!
-//! Up to `batch_size` dependents (1,000 by default) an invalidation is atomic: its dependents
-//! disappear together. Beyond that they are dropped in atomic batches so that Redis is never
-//! blocked for long; `invalidate` returns when all of them are gone, and entries re-cached
-//! while it runs are not deleted by it. If it fails half-way (connection loss), the remaining
-//! dependents are still in the index and calling it again drops them.
+//! Up to `batch_size` dependents (1,000 by default) of up to 256 dependencies, an
+//! invalidation is atomic: its dependents disappear together. Beyond that they are dropped in
+//! atomic batches so that Redis is never blocked for long; `invalidate` returns when all of
+//! them are gone, and entries re-cached while it runs are not deleted by it. If it fails
+//! half-way (connection loss), the remaining dependents are still in the index and calling it
+//! again drops them.
+//!
+//! **Fencing.** An invalidation records the generation at which it began in a fixed-size
+//! fence table (`{prefix}:f`, 16,384 buckets, one per hash of the dependency); a fenced put
+//! whose ticket is older than a mark of its dependencies' buckets stores nothing. Sharing
+//! buckets only ever refuses a put needlessly (a miss). Nothing per dependency outlives an
+//! invalidation, however many distinct dependencies are invalidated.
 //!
 //! **Eviction.** Entries always have a TTL; indexes never do. At connect the backend reads
 //! `maxmemory-policy` and refuses `allkeys-*` policies, which could evict an index while its
@@ -38,17 +46,20 @@
 mod connection;
 mod entry;
 mod inspect;
+mod invalidate;
 mod keys;
+mod scripts;
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncCommands, Script};
+use redis::AsyncCommands;
 use tracing::{debug, warn};
 
 use connection::{Connection, Session};
+use scripts::{BEGIN, DEPS, PRUNE, PUT, RELEASE};
 
 pub use entry::StoredEntry;
 pub use inspect::PrefixStats;
@@ -59,14 +70,6 @@ use crate::codec::{Encoded, Format};
 use crate::dep::Dep;
 use crate::error::{Error, Result};
 use crate::ttl;
-
-static PUT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("put.lua")));
-static BEGIN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("begin.lua")));
-static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("release.lua")));
-static INVALIDATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("invalidate.lua")));
-static DROP: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("drop.lua")));
-static PRUNE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("prune.lua")));
-static DEPS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("deps.lua")));
 
 /// The default time one round trip may take before it fails with [`Error::Timeout`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -406,7 +409,8 @@ impl RedisBackend {
                 invocation
                     .key(self.keys.sequence())
                     .key(self.keys.epoch())
-                    .key(self.keys.data(key));
+                    .key(self.keys.data(key))
+                    .key(self.keys.fences());
                 for dep in deps {
                     invocation.key(self.keys.index(dep));
                 }
@@ -422,7 +426,8 @@ impl RedisBackend {
                         .arg(ticket.time_ms())
                         .arg(ttl::redis_millis(self.max_ticket_age))
                         .arg(holder.map(|h| h.to_string()).unwrap_or_default())
-                        .arg(ticket.epoch()),
+                        .arg(ticket.epoch())
+                        .arg(deps.iter().map(keys::fence_bucket).collect::<Vec<_>>()),
                     None => invocation.arg(""),
                 };
                 self.round_trip(&session, invocation.invoke_async(&mut conn))
@@ -436,52 +441,14 @@ impl RedisBackend {
         })
     }
 
-    /// How long an invalidation counts as running after its last sign of life: fenced puts
-    /// of its dependencies are refused meanwhile. Each batch is a sign of life, and no two
-    /// batches are more than two round trips (each bounded by the timeout) apart, so five
-    /// timeouts leave a wide margin; a crashed invalidation stops blocking after that long.
-    fn running_deadline(&self) -> u64 {
-        ttl::redis_millis(self.timeout.saturating_mul(5).max(Duration::from_secs(1)))
-    }
-
-    /// Drops one batch of `(index position, cache key, generation)` members (the generation
-    /// formatted as entries store it: 20 digits); with `finish`,
-    /// ends the invalidation in the same step.
-    async fn drop_batch(
-        &self,
-        index_keys: &[String],
-        batch: &[(usize, String, String)],
-        finish: bool,
-    ) -> Result<u64> {
-        let mut invocation = DROP.prepare_invoke();
-        invocation.key(self.keys.sequence());
-        for index in index_keys {
-            invocation.key(index);
-        }
-        invocation
-            .arg(index_keys.len())
-            .arg(u8::from(finish))
-            .arg(self.running_deadline());
-        for (position, key, generation) in batch {
-            invocation.key(self.keys.data(key));
-            invocation.arg(position + 1).arg(key).arg(generation);
-        }
-        let (session, mut conn) = self.connect().await?;
-        self.round_trip(&session, invocation.invoke_async(&mut conn))
-            .await
-    }
-
-    /// Removes the members of one batch from `index` whose entries are gone.
     /// Prunes `indexes` (each with the members to check) in one atomic step: removes members
-    /// whose entries are gone and retires indexes left with only old marks.
+    /// whose entries are gone.
     async fn prune_batch(&self, indexes: &[(&str, Vec<(String, u64)>)]) -> Result<u64> {
         let mut invocation = PRUNE.prepare_invoke();
         for (index, _) in indexes {
             invocation.key(*index);
         }
-        invocation
-            .arg(indexes.len())
-            .arg(ttl::redis_millis(self.max_ticket_age));
+        invocation.arg(indexes.len());
         for (position, (_, members)) in indexes.iter().enumerate() {
             for (key, generation) in members {
                 invocation.key(self.keys.data(key));
@@ -687,66 +654,7 @@ impl Backend for RedisBackend {
     }
 
     async fn invalidate(&self, deps: &[Dep]) -> Result<u64> {
-        if deps.is_empty() {
-            return Ok(0);
-        }
-        let index_keys: Vec<String> = deps.iter().map(|d| self.keys.index(d)).collect();
-        let mut invocation = INVALIDATE.prepare_invoke();
-        invocation.key(self.keys.sequence());
-        for index in &index_keys {
-            invocation.key(index);
-        }
-        invocation.arg(self.batch_size).arg(self.running_deadline());
-        let (session, mut conn) = self.connect().await?;
-        let (mark, lists): (u64, Option<Vec<Vec<Vec<u8>>>>) = self
-            .round_trip(&session, invocation.invoke_async(&mut conn))
-            .await?;
-
-        let mut dropped = 0;
-        let mut batch: Vec<(usize, String, String)> = Vec::new();
-        match lists {
-            // Small: the snapshot came with the mark; one more round trip drops it all.
-            Some(lists) => {
-                for (position, flat) in lists.into_iter().enumerate() {
-                    for (key, generation) in parse_members(flat) {
-                        batch.push((position, key, entry::generation_text(generation)));
-                    }
-                }
-                dropped += self.drop_batch(&index_keys, &batch, true).await?;
-            }
-            // Large: walk each index in bounded steps, dropping one batch at a time. Each
-            // full batch travels with the next HSCAN (one round trip for both): scanning a
-            // hash while members leave it still returns every member that stays.
-            None => {
-                for (position, index) in index_keys.iter().enumerate() {
-                    let mut cursor = 0;
-                    loop {
-                        let (next, members) = if batch.len() >= self.batch_size {
-                            let full = std::mem::take(&mut batch);
-                            let (page, n) = tokio::try_join!(
-                                self.scan_index(index, cursor),
-                                self.drop_batch(&index_keys, &full, false)
-                            )?;
-                            dropped += n;
-                            page
-                        } else {
-                            self.scan_index(index, cursor).await?
-                        };
-                        for (key, generation) in members {
-                            if generation < mark {
-                                batch.push((position, key, entry::generation_text(generation)));
-                            }
-                        }
-                        cursor = next;
-                        if cursor == 0 {
-                            break;
-                        }
-                    }
-                }
-                dropped += self.drop_batch(&index_keys, &batch, true).await?;
-            }
-        }
-        Ok(dropped)
+        self.invalidate_all(deps).await
     }
 
     async fn deps(&self, key: &str) -> Result<Option<Vec<Dep>>> {

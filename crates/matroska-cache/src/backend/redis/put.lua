@@ -2,13 +2,14 @@
 -- there is no instant where the entry exists without its index members or the reverse.
 -- With a ticket (ARGV[5] not empty) it is a *fenced* put: it stores only if none of the
 -- dependencies was invalidated after the ticket was taken, nor is being invalidated now (the
--- "stale set" of a value computed from data older than an invalidation), and it releases the
--- caller's lease in the same step.
+-- "stale set" of a value computed from data older than an invalidation; see fence.lua), and
+-- it releases the caller's lease in the same step.
 --
 -- KEYS[1]      the prefix's generation counter
 -- KEYS[2]      the prefix's epoch (see epoch.lua)
 -- KEYS[3]      the entry (a string: see entry.rs)
--- KEYS[4..]    the index hash of each dependency, then, only for a fenced put:
+-- KEYS[4]      the prefix's fence table (see invalidate.lua)
+-- KEYS[5..]    the index hash of each dependency, then, only for a fenced put:
 -- KEYS[#KEYS]  the key's lease
 -- ARGV[1]      the cache key (the member name in each index)
 -- ARGV[2]      TTL in milliseconds
@@ -20,6 +21,7 @@
 -- ARGV[7]      the maximum ticket age (ms)
 -- ARGV[8]      the lease holder's token, or ''
 -- ARGV[9]      the ticket's epoch floor
+-- ARGV[10..]   the fence bucket of each dependency
 --
 -- Returns 1 if stored, 0 if a dependency was invalidated, -1 if the ticket is too old or from
 -- an earlier epoch (the prefix's state was lost since, marks included). Fails with EPOCH if
@@ -40,8 +42,7 @@ local last = #KEYS -- the last index
 if fenced then
     last = #KEYS - 1
     local lease = KEYS[#KEYS]
-    local t = redis.call('TIME')
-    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    local now = now_ms()
     if ARGV[8] ~= '' and redis.call('GET', lease) == ARGV[8] then
         redis.call('DEL', lease)
     end
@@ -49,24 +50,17 @@ if fenced then
         return -1
     end
     local ticket = tonumber(ARGV[5])
-    for i = 4, last do
-        -- The marks invalidate.lua and drop.lua keep in each index.
-        local marks = redis.call('HMGET', KEYS[i], '\255', '\254')
-        if marks[1] and tonumber(marks[1]) > ticket then
+    for i = 10, #ARGV do
+        local mark, running = fence_get(KEYS[4], ARGV[i], now)
+        if mark > ticket or running > 0 then
             return 0
-        end
-        if marks[2] then
-            local running, deadline = string.match(marks[2], '^(%d+) (%d+)$')
-            if tonumber(running) > 0 and tonumber(deadline) > now then
-                return 0
-            end
         end
     end
 end
 local gen = redis.call('INCR', KEYS[1])
 redis.call('SET', KEYS[3], string.format('%020d', gen) .. ARGV[3], 'PX', ARGV[2])
 gen = string.format('%d', gen)
-for i = 4, last do
+for i = 5, last do
     redis.call('HSET', KEYS[i], ARGV[1], gen)
 end
 return 1

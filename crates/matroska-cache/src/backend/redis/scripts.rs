@@ -1,0 +1,54 @@
+//! The Lua scripts, each a `.lua` file beside this one, loaded once and invoked by SHA (redis-rs
+//! loads a script again when the server answers `NOSCRIPT`, after a restart or a flush).
+//!
+//! The scripts that read or write the fence table get `fence.lua` prepended, so the table's
+//! format is spelled out once.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// `source` with `fence.lua`'s helpers in front (after a `#!lua` line, which must stay first).
+fn with_fences(source: &str) -> Script {
+    const FENCES: &str = include_str!("fence.lua");
+    let (shebang, body) = match source.strip_prefix("#!") {
+        Some(_) => source.split_once('\n').unwrap_or((source, "")),
+        None => ("", source),
+    };
+    Script::new(&format!("{shebang}\n{FENCES}\n{body}"))
+}
+
+/// Writes an entry and its index members (fenced or not): `put.lua`.
+pub(super) static PUT: LazyLock<Script> = LazyLock::new(|| with_fences(include_str!("put.lua")));
+/// A ticket and a lease, or the entry if it exists: `begin.lua`.
+pub(super) static BEGIN: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("begin.lua")));
+/// Gives a lease back: `release.lua`.
+pub(super) static RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("release.lua")));
+/// Starts invalidating a chunk of dependencies: `invalidate.lua`.
+pub(super) static INVALIDATE: LazyLock<Script> =
+    LazyLock::new(|| with_fences(include_str!("invalidate.lua")));
+/// Drops a batch of an invalidation, and ends it: `drop.lua`.
+pub(super) static DROP: LazyLock<Script> = LazyLock::new(|| with_fences(include_str!("drop.lua")));
+/// Removes index members whose entries are gone: `prune.lua`.
+pub(super) static PRUNE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("prune.lua")));
+/// An entry's header and dependency list: `deps.lua`.
+pub(super) static DEPS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("deps.lua")));
+/// The connection handshake: `epoch.lua`.
+pub(super) static EPOCH: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("epoch.lua")));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shebang_stays_first() {
+        let script = with_fences("#!lua flags=allow-oom\nreturn 1");
+        let _ = script; // built without panicking
+        let (shebang, _) = include_str!("drop.lua").split_once('\n').unwrap();
+        assert_eq!(shebang, "#!lua flags=allow-oom");
+    }
+}
