@@ -88,12 +88,14 @@ local finish = ARGV[2] == '1'
 -- Tickets taken before the end are refused from now on; tickets taken after it read data
 -- newer than everything this invalidation dropped.
 local last = finish and redis.call('INCR', KEYS[1])
-for _, bucket in ipairs(distinct(5, b)) do
-    local mark, running, deadline = fence_get(KEYS[2], bucket, now)
+local buckets = distinct(5, b)
+local states = fence_get(KEYS[2], buckets, now)
+for _, state in ipairs(states) do
     if finish then
-        fence_set(KEYS[2], bucket, last, math.max(running - 1, 0), deadline)
+        state[1], state[2] = last, math.max(state[2] - 1, 0)
     else
-        fence_set(KEYS[2], bucket, mark, running, math.max(deadline, now + tonumber(ARGV[3])))
+        state[3] = math.max(state[3], now + tonumber(ARGV[3]))
     end
 end
+fence_set(KEYS[2], buckets, states)
 return dropped

@@ -11,30 +11,42 @@
 --   deadline  when running stops counting (ms): a crashed invalidation blocks puts until
 --             then; each batch of a running invalidation pushes it back (a sign of life)
 -- Dependencies sharing a bucket only ever make a put be refused needlessly: a miss, never a
--- stale value. The table's size is bounded whatever the number of dependencies.
+-- stale value. The table's size is bounded whatever the number of dependencies. Callers
+-- pass at most a few hundred buckets at once (unpack() puts them on Lua's C stack).
 
 local function now_ms()
     local t = redis.call('TIME')
     return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- The state of `bucket`: mark, running (0 past the deadline), deadline.
-local function fence_get(fences, bucket, now)
-    local state = redis.call('HGET', fences, bucket)
-    if not state then
-        return 0, 0, 0
+-- The states of `buckets` (one HMGET): a list of {mark, running (0 past the deadline),
+-- deadline}, in the same order.
+local function fence_get(fences, buckets, now)
+    local states = {}
+    for i, state in ipairs(redis.call('HMGET', fences, unpack(buckets))) do
+        local mark, running, deadline = 0, 0, 0
+        if state then
+            mark, running, deadline = string.match(state, '^(%d+) (%d+) (%d+)$')
+            mark, running, deadline = tonumber(mark), tonumber(running), tonumber(deadline)
+            if deadline <= now then
+                running = 0
+            end
+        end
+        states[i] = {mark, running, deadline}
     end
-    local mark, running, deadline = string.match(state, '^(%d+) (%d+) (%d+)$')
-    mark, running, deadline = tonumber(mark), tonumber(running), tonumber(deadline)
-    if deadline <= now then
-        running = 0
-    end
-    return mark, running, deadline
+    return states
 end
 
--- string.format, not concatenation: Lua prints numbers past 14 digits in exponent notation.
-local function fence_set(fences, bucket, mark, running, deadline)
-    redis.call('HSET', fences, bucket, string.format('%d %d %d', mark, running, deadline))
+-- Writes `states` (as fence_get returns them) for `buckets`, in one HSET. string.format,
+-- not concatenation: Lua prints numbers past 14 digits in exponent notation.
+local function fence_set(fences, buckets, states)
+    local fields = {}
+    for i, bucket in ipairs(buckets) do
+        local s = states[i]
+        fields[#fields + 1] = bucket
+        fields[#fields + 1] = string.format('%d %d %d', s[1], s[2], s[3])
+    end
+    redis.call('HSET', fences, unpack(fields))
 end
 
 -- The distinct values of ARGV[first .. first + count - 1].

@@ -29,13 +29,16 @@ for i = 3, #KEYS do
     total = total + n
 end
 local running = total > 0 and 1 or 0
-for _, bucket in ipairs(distinct(3, #KEYS - 2)) do
-    local _, r, d = fence_get(KEYS[2], bucket, now)
+local buckets = distinct(3, #KEYS - 2)
+local states = fence_get(KEYS[2], buckets, now)
+for _, state in ipairs(states) do
+    state[1] = mark
     if running == 1 then
-        d = math.max(d, now + tonumber(ARGV[2]))
+        state[2] = state[2] + 1
+        state[3] = math.max(state[3], now + tonumber(ARGV[2]))
     end
-    fence_set(KEYS[2], bucket, mark, r + running, d)
 end
+fence_set(KEYS[2], buckets, states)
 if total > tonumber(ARGV[1]) then
     return {mark, sizes, false, running}
 end

@@ -40,6 +40,9 @@ type Member = (usize, String, String);
 
 impl RedisBackend {
     /// Drops every entry that depends on one of `deps`; returns how many.
+    ///
+    /// Chunks run one after the other: running several at once saved little (Redis's own
+    /// work dominates) and let a concurrent command wait behind several scripts.
     pub(super) async fn invalidate_all(&self, deps: &[Dep]) -> Result<u64> {
         let mut dropped = 0;
         for chunk in deps.chunks(DEPS_PER_CHUNK) {

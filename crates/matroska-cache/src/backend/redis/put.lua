@@ -49,11 +49,12 @@ if fenced then
     if now - tonumber(ARGV[6]) > tonumber(ARGV[7]) or ARGV[9] ~= floor then
         return -1
     end
-    local ticket = tonumber(ARGV[5])
-    for i = 10, #ARGV do
-        local mark, running = fence_get(KEYS[4], ARGV[i], now)
-        if mark > ticket or running > 0 then
-            return 0
+    if #ARGV >= 10 then
+        local ticket = tonumber(ARGV[5])
+        for _, state in ipairs(fence_get(KEYS[4], distinct(10, #ARGV - 9), now)) do
+            if state[1] > ticket or state[2] > 0 then
+                return 0
+            end
         end
     end
 end
