@@ -537,3 +537,37 @@ async fn background_prune_reclaims_garbage() {
         assert!(!taken, "the pruner outlived the cache");
     }
 }
+
+/// A prune run with a short ticket age (as `matroska prune` with its default) must not let a
+/// fenced put of an application with a longer `max_ticket_age` pass a mark it still needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prune_with_a_shorter_ticket_age_keeps_the_marks_others_need() {
+    let server = RedisServer::start();
+    let app = MatroskaCache::new(
+        RedisBackend::builder(&server.url(), "p")
+            .max_ticket_age(Duration::from_secs(3600))
+            .build()
+            .await
+            .unwrap(),
+    );
+    let operator = MatroskaCache::new(
+        RedisBackend::builder(&server.url(), "p")
+            .max_ticket_age(Duration::from_millis(1))
+            .auto_prune(None)
+            .build()
+            .await
+            .unwrap(),
+    );
+    let ticket = app.ticket().await.unwrap();
+    app.invalidate([dep::id("article", 1)]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    operator.prune().await.unwrap();
+    let stored = app
+        .put_fenced("page", "old", [dep::id("article", 1)], MINUTE, &ticket)
+        .await
+        .unwrap();
+    assert!(
+        !stored,
+        "the prune forgot the invalidation the ticket predates"
+    );
+}
