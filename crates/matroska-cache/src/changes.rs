@@ -37,6 +37,11 @@ pub fn changed_fields<T: Serialize + ?Sized>(old: &T, new: &T) -> Result<Vec<Str
         .collect())
 }
 
+/// The names of `value`'s top-level fields, as serialized.
+pub(crate) fn field_names<T: Serialize + ?Sized>(value: &T) -> Result<BTreeSet<String>> {
+    Ok(fields(value)?.into_iter().map(|(name, _)| name).collect())
+}
+
 fn fields<T: Serialize + ?Sized>(value: &T) -> Result<serde_json::Map<String, serde_json::Value>> {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::Object(map)) => Ok(map),

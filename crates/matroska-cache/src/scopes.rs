@@ -235,14 +235,6 @@ impl<T> Scopes<T> {
         self.collect(item, None)
     }
 
-    /// Like [`deps_for`](Self::deps_for), for a change of the named fields only: filters
-    /// watching none of them are skipped. An empty list counts as "unknown" and runs every
-    /// filter, as in the original.
-    pub fn deps_for_modified<S: AsRef<str>>(&self, item: &T, modified: &[S]) -> Result<Vec<Dep>> {
-        let modified: BTreeSet<&str> = modified.iter().map(AsRef::as_ref).collect();
-        self.collect(item, (!modified.is_empty()).then_some(&modified))
-    }
-
     /// Invalidates every list `item` falls into; returns how many entries were dropped.
     ///
     /// Call it after every write of an item, with the item as written (and, for an update
@@ -250,18 +242,6 @@ impl<T> Scopes<T> {
     /// [`invalidate_change`](Self::invalidate_change)).
     pub async fn invalidate_for(&self, cache: &MatroskaCache, item: &T) -> Result<u64> {
         cache.invalidate(self.deps_for(item)?).await
-    }
-
-    /// [`invalidate_for`](Self::invalidate_for) for a change of the named fields only.
-    pub async fn invalidate_for_modified<S: AsRef<str>>(
-        &self,
-        cache: &MatroskaCache,
-        item: &T,
-        modified: &[S],
-    ) -> Result<u64> {
-        cache
-            .invalidate(self.deps_for_modified(item, modified)?)
-            .await
     }
 
     fn collect(&self, item: &T, modified: Option<&BTreeSet<&str>>) -> Result<Vec<Dep>> {
@@ -315,8 +295,9 @@ impl<T> Scopes<T> {
                 "parameters {names:?} are not the declared {declared_names:?}"
             ));
         }
-        // serde_json's map is sorted by key, so equal parameters give equal texts.
-        let text = serde_json::to_string(map).map_err(|e| e.to_string())?;
+        // Keys sorted at every level, so equal parameters give equal texts whatever the
+        // field order, even when some crate turns on serde_json's `preserve_order`.
+        let text = serde_json::to_string(&sorted(value)).map_err(|e| e.to_string())?;
         Ok(Dep::from_parts(
             DepKind::Cond,
             [self.object_type.as_str(), text.as_str()],
@@ -341,6 +322,48 @@ impl<T> Scopes<T> {
 }
 
 impl<T: Serialize> Scopes<T> {
+    /// Like [`deps_for`](Self::deps_for), for a change of the named fields only: filters
+    /// watching none of them are skipped. An empty list counts as "unknown" and runs every
+    /// filter, as in the original.
+    ///
+    /// A filter watching a name that is not one of the item's fields (as serialized) would
+    /// never run on such an update: an [`Error::Scope`] in development; in production a
+    /// warning, and every list of the type is invalidated. Declare such filters with
+    /// [`describes_watching`](Self::describes_watching) and the item's field names.
+    pub fn deps_for_modified<S: AsRef<str>>(&self, item: &T, modified: &[S]) -> Result<Vec<Dep>> {
+        let modified: BTreeSet<&str> = modified.iter().map(AsRef::as_ref).collect();
+        if modified.is_empty() {
+            return self.collect(item, None);
+        }
+        let fields = crate::changes::field_names(item)?;
+        for extractor in &self.extractors {
+            if let Some(unknown) = extractor.watches.iter().find(|w| !fields.contains(*w)) {
+                return self.misconfigured(
+                    format!(
+                        "the filter {} watches {unknown:?}, which is not a field of the item \
+                         ({fields:?}), so it would never run on updates; declare it with \
+                         describes_watching() and the item's field names",
+                        extractor.condition_name
+                    ),
+                    "scope misconfigured: invalidating every list of this type",
+                );
+            }
+        }
+        self.collect(item, Some(&modified))
+    }
+
+    /// [`invalidate_for`](Self::invalidate_for) for a change of the named fields only.
+    pub async fn invalidate_for_modified<S: AsRef<str>>(
+        &self,
+        cache: &MatroskaCache,
+        item: &T,
+        modified: &[S],
+    ) -> Result<u64> {
+        cache
+            .invalidate(self.deps_for_modified(item, modified)?)
+            .await
+    }
+
     /// Invalidates the lists an item leaves and the ones it enters: runs the filters
     /// watching a changed field on the old version and on the new one. `None` for the old
     /// version of a created item, or the new version of a deleted one.
@@ -412,6 +435,27 @@ impl<T: Serialize> Scopes<T> {
             });
         }
         Ok(deps)
+    }
+}
+
+/// `value` with the keys of every object inserted in sorted order (serde_json's map keeps
+/// insertion order under its `preserve_order` feature, and sorts otherwise).
+fn sorted(value: &serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<(&String, &serde_json::Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            serde_json::Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), sorted(v)))
+                    .collect(),
+            )
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(sorted).collect())
+        }
+        other => other.clone(),
     }
 }
 

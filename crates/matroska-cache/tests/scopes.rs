@@ -361,7 +361,56 @@ async fn misbehaving_extractors(h: Harness) {
     }
 }
 
+/// `describes::<OnShelf>` watches `shelf`, which is not a field of `Book`: on an update of
+/// `category` it would never run and the shelf list would go stale. Development: an error;
+/// production: every list of the type is invalidated.
+async fn filters_watching_names_the_item_lacks(h: Harness) {
+    let c = &h.cache;
+    let bad = |mode| {
+        Scopes::<Book>::new("book", mode).describes(|b: &Book| {
+            Ok(Some(OnShelf {
+                shelf: format!("shelf-{}", b.category),
+            }))
+        })
+    };
+    let book = Book {
+        id: 1,
+        category: "sf".into(),
+        title: "Dune".into(),
+        published: true,
+    };
+    let err = bad(Mode::Development)
+        .invalidate_for_modified(c, &book, &["category"])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Scope { reason, .. } if reason.contains("\"shelf\"")),
+        "{err}"
+    );
+
+    let production = bad(Mode::Production);
+    let shelf = production
+        .condition(&OnShelf {
+            shelf: "shelf-sf".into(),
+        })
+        .unwrap();
+    c.put("shelf-sf", "[]", shelf, TTL).await.unwrap();
+    production
+        .invalidate_for_modified(c, &book, &["category"])
+        .await
+        .unwrap();
+    assert!(
+        !c.has("shelf-sf").await.unwrap(),
+        "the shelf list went stale"
+    );
+    // A correct declaration is not refused.
+    book_scopes(Mode::Development)
+        .deps_for_modified(&book, &["category"])
+        .unwrap();
+}
+
 backend_tests!(
+    filters_watching_names_the_item_lacks,
     original_collection_dependencies,
     only_watching_extractors_run,
     undeclared_condition,
@@ -447,4 +496,35 @@ fn changed_fields_feed_modified() {
         ..old.clone()
     };
     assert_eq!(changed_fields(&old, &new).unwrap(), ["published", "title"]);
+}
+
+/// Condition texts do not depend on field order, even with serde_json's `preserve_order`
+/// (turned on for this crate's tests by its dev-dependencies, as another crate of an
+/// application could).
+#[test]
+fn condition_texts_ignore_field_order_and_preserve_order() {
+    #[derive(Serialize)]
+    struct Ab {
+        a: u32,
+        b: BTreeMap<String, u32>,
+    }
+    impl Condition for Ab {
+        const PARAMS: &'static [&'static str] = &["a", "b"];
+    }
+    #[derive(Serialize)]
+    struct Ba {
+        b: BTreeMap<String, u32>,
+        a: u32,
+    }
+    impl Condition for Ba {
+        const PARAMS: &'static [&'static str] = &["a", "b"];
+    }
+    let scopes = Scopes::<u32>::new("n", Mode::Development)
+        .describes(|_: &u32| Ok(None::<Ab>))
+        .describes(|_: &u32| Ok(None::<Ba>));
+    let b: BTreeMap<String, u32> = [("y".to_owned(), 2), ("x".to_owned(), 1)].into();
+    let ab = scopes.condition(&Ab { a: 1, b: b.clone() }).unwrap();
+    let ba = scopes.condition(&Ba { b, a: 1 }).unwrap();
+    assert_eq!(ab, ba);
+    assert_eq!(ab[0].as_str(), r#"cond:n:{"a"\:1,"b"\:{"x"\:1,"y"\:2}}"#);
 }
