@@ -17,7 +17,7 @@ use crate::dep::{self, Dep};
 use crate::detach;
 use crate::error::{Error, Result};
 use crate::flight::Flights;
-use crate::stats::{Counter, Counters, Stats};
+use crate::stats::{Counter, Counters, Op, Stats};
 use crate::ttl;
 
 /// A cache whose entries declare what they were built from.
@@ -86,8 +86,8 @@ impl MatroskaCacheBuilder {
         }
         Ok(MatroskaCache {
             inner: Arc::new(Inner {
+                counters: Counters::new(self.backend.label()),
                 backend: self.backend,
-                counters: Counters::default(),
                 flights: Flights::default(),
                 lease_timeout: self.lease_timeout,
             }),
@@ -188,6 +188,7 @@ impl MatroskaCache {
         ttl: Duration,
         ticket: &Ticket,
     ) -> Result<bool> {
+        let _timer = self.inner.counters.time(Op::Put);
         let ttl = self.count(ttl::check(ttl))?;
         let encoded = self.count(Encoded::encode(key, value))?;
         let deps = dep::sorted_unique(deps);
@@ -229,6 +230,7 @@ impl MatroskaCache {
         deps: impl IntoIterator<Item = Dep>,
         ttl: Duration,
     ) -> Result<()> {
+        let _timer = self.inner.counters.time(Op::Put);
         let ttl = self.count(ttl::check(ttl))?;
         let encoded = self.count(Encoded::encode(key, value))?;
         let deps = dep::sorted_unique(deps);
@@ -243,6 +245,7 @@ impl MatroskaCache {
     ///
     /// A stored value that does not decode as `T` is [`Error::Decode`].
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let _timer = self.inner.counters.time(Op::Get);
         let found = self.count(self.inner.backend.get(key).await)?;
         let counters = &self.inner.counters;
         match found {
@@ -281,6 +284,7 @@ impl MatroskaCache {
         &self,
         keys: impl IntoIterator<Item = impl AsRef<str>>,
     ) -> Result<Vec<Option<T>>> {
+        let _timer = self.inner.counters.time(Op::Get);
         let keys: Vec<_> = keys.into_iter().collect();
         let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
         let found = self.count(self.inner.backend.get_many(&keys).await)?;
@@ -325,6 +329,7 @@ impl MatroskaCache {
         &self,
         deps: impl IntoIterator<Item = D>,
     ) -> Result<u64> {
+        let _timer = self.inner.counters.time(Op::Invalidate);
         let deps = dep::sorted_unique(deps.into_iter().map(|d| d.borrow().clone()));
         let cache = self.clone();
         let outcome = detach::run_to_completion(async move {

@@ -48,7 +48,7 @@ use crate::codec::Encoded;
 use crate::dep::{self, Dep};
 use crate::error::Error;
 use crate::flight::{Flight, Role, Shared};
-use crate::stats::Counter;
+use crate::stats::{Counter, Op};
 use crate::ttl;
 
 /// A computation running in a task: what it has collected, and the one it runs inside.
@@ -218,6 +218,7 @@ impl MatroskaCache {
 
     /// Reads `key` for `get_or_compute`; an undecodable value counts as a fault and a miss.
     async fn lookup<T: DeserializeOwned>(&self, key: &str) -> Lookup<T> {
+        let timer = self.inner.counters.time(Op::Get);
         // Only a nested computation needs the entry's dependencies.
         let nested = COMPUTATION.try_with(|_| ()).is_ok();
         let found = if nested {
@@ -226,6 +227,7 @@ impl MatroskaCache {
             let found = self.inner.backend.get(key).await;
             found.map(|hit| hit.map(|encoded| (encoded, Vec::new())))
         };
+        drop(timer);
         match found {
             Ok(Some((encoded, deps))) => match encoded.decode(key) {
                 Ok(value) => {
@@ -391,9 +393,11 @@ impl MatroskaCache {
         }
         let held = flight.as_ref().and_then(|f| f.lease);
         let backend = &self.inner.backend;
+        let timer = self.inner.counters.time(Op::Put);
         let stored = backend
             .put_fenced(key, encoded.clone(), &deps, ttl, ticket, held)
             .await;
+        drop(timer);
         match stored {
             Ok(outcome) => {
                 // The fenced put released the lease. (After an error the flight gives it back

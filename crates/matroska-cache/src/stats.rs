@@ -53,21 +53,18 @@ const COUNTERS: usize = 9;
 #[repr(align(128))]
 struct Stripe([AtomicU64; COUNTERS]);
 
-/// Striped counters: each thread adds to one stripe, a snapshot sums them.
+/// Striped counters: each thread adds to one stripe, a snapshot sums them. With the
+/// `metrics` feature every count and latency also goes to the `metrics` facade.
 #[derive(Debug)]
 pub(crate) struct Counters {
     stripes: Box<[Stripe]>,
+    #[cfg(feature = "metrics")]
+    exported: exported::Handles,
 }
 
 impl Default for Counters {
     fn default() -> Self {
-        let stripes = std::thread::available_parallelism()
-            .map_or(4, usize::from)
-            .next_power_of_two()
-            .clamp(1, 64);
-        Counters {
-            stripes: (0..stripes).map(|_| Stripe::default()).collect(),
-        }
+        Counters::new("memory")
     }
 }
 
@@ -80,10 +77,68 @@ fn stripe_of_thread() -> usize {
     STRIPE.with(|s| *s)
 }
 
+/// An operation whose latency is measured.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Op {
+    Get,
+    Put,
+    Invalidate,
+}
+
+/// Measures one operation until dropped (without the `metrics` feature, nothing).
+pub(crate) struct Timer<'a> {
+    #[cfg(feature = "metrics")]
+    running: (&'a metrics::Histogram, std::time::Instant),
+    #[cfg(not(feature = "metrics"))]
+    running: std::marker::PhantomData<&'a ()>,
+}
+
+impl Drop for Timer<'_> {
+    fn drop(&mut self) {
+        #[cfg(feature = "metrics")]
+        self.running
+            .0
+            .record(self.running.1.elapsed().as_secs_f64());
+    }
+}
+
 impl Counters {
+    /// Counters of the cache `label` (its Redis prefix, or "memory") in exported metrics.
+    pub(crate) fn new(label: &str) -> Self {
+        let stripes = std::thread::available_parallelism()
+            .map_or(4, usize::from)
+            .next_power_of_two()
+            .clamp(1, 64);
+        #[cfg(not(feature = "metrics"))]
+        let _ = label;
+        Counters {
+            stripes: (0..stripes).map(|_| Stripe::default()).collect(),
+            #[cfg(feature = "metrics")]
+            exported: exported::Handles::new(label),
+        }
+    }
+
     pub(crate) fn add(&self, counter: Counter, n: u64) {
         let stripe = &self.stripes[stripe_of_thread() % self.stripes.len()];
         stripe.0[counter as usize].fetch_add(n, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.exported.counters[counter as usize].increment(n);
+    }
+
+    /// Starts measuring `op`'s latency; it is recorded when the timer is dropped.
+    pub(crate) fn time(&self, op: Op) -> Timer<'_> {
+        Timer {
+            #[cfg(feature = "metrics")]
+            running: (
+                &self.exported.latencies[op as usize],
+                std::time::Instant::now(),
+            ),
+            #[cfg(not(feature = "metrics"))]
+            running: {
+                let _ = op;
+                std::marker::PhantomData
+            },
+        }
     }
 
     pub(crate) fn snapshot(&self) -> Stats {
@@ -103,6 +158,56 @@ impl Counters {
             computations: read(Counter::Computations),
             fenced: read(Counter::Fenced),
             faults: read(Counter::Faults),
+        }
+    }
+}
+
+/// The `metrics` facade's handles, registered once per cache.
+#[cfg(feature = "metrics")]
+mod exported {
+    use super::COUNTERS;
+
+    /// Counter names, in the order of [`Counter`](super::Counter).
+    const COUNTER_NAMES: [&str; COUNTERS] = [
+        "matroska_cache_hits_total",
+        "matroska_cache_misses_total",
+        "matroska_cache_puts_total",
+        "matroska_cache_invalidations_total",
+        "matroska_cache_dropped_total",
+        "matroska_cache_errors_total",
+        "matroska_cache_computations_total",
+        "matroska_cache_fenced_total",
+        "matroska_cache_faults_total",
+    ];
+
+    /// Histogram names, in the order of [`Op`](super::Op).
+    const LATENCY_NAMES: [&str; 3] = [
+        "matroska_cache_get_seconds",
+        "matroska_cache_put_seconds",
+        "matroska_cache_invalidate_seconds",
+    ];
+
+    #[derive(Debug)]
+    pub(super) struct Handles {
+        pub(super) counters: Vec<metrics::Counter>,
+        pub(super) latencies: Vec<metrics::Histogram>,
+    }
+
+    impl Handles {
+        /// Registers every metric of one cache with the recorder installed now, labelled
+        /// `prefix = label`.
+        pub(super) fn new(label: &str) -> Self {
+            let label = label.to_owned();
+            Handles {
+                counters: COUNTER_NAMES
+                    .iter()
+                    .map(|name| metrics::counter!(*name, "prefix" => label.clone()))
+                    .collect(),
+                latencies: LATENCY_NAMES
+                    .iter()
+                    .map(|name| metrics::histogram!(*name, "prefix" => label.clone()))
+                    .collect(),
+            }
         }
     }
 }

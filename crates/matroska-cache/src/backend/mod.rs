@@ -121,6 +121,12 @@ pub enum Fenced {
 /// Implementations must uphold the guarantees in the [module documentation](self). All
 /// methods are async and their futures are `Send`.
 pub trait Backend: Send + Sync + 'static {
+    /// What names this store in exported metrics (the `prefix` label): the Redis prefix, or
+    /// `"memory"`.
+    fn label(&self) -> &str {
+        "memory"
+    }
+
     /// The entry stored under `key`, if any.
     fn get(&self, key: &str) -> impl Future<Output = Result<Option<Encoded>>> + Send;
 
@@ -194,6 +200,7 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// [`Backend`] with boxed futures, so that [`MatroskaCache`](crate::MatroskaCache) can hold any
 /// backend behind one type. The cost is one allocation per operation.
 pub(crate) trait DynBackend: Send + Sync + 'static {
+    fn label(&self) -> &str;
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Encoded>>>;
     fn get_many<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<Encoded>>>>;
     fn has<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>>;
@@ -228,6 +235,9 @@ pub(crate) trait DynBackend: Send + Sync + 'static {
 }
 
 impl<B: Backend> DynBackend for B {
+    fn label(&self) -> &str {
+        Backend::label(self)
+    }
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Encoded>>> {
         Box::pin(Backend::get(self, key))
     }

@@ -102,6 +102,8 @@ pub struct RedisBackend {
     alive: Arc<()>,
     conn: Arc<Connection>,
     keys: KeySpace,
+    /// The prefix as given, for the metrics label.
+    prefix: Arc<str>,
     timeout: Duration,
     batch_size: usize,
     max_ticket_age: Duration,
@@ -233,6 +235,7 @@ impl RedisBackendBuilder {
             alive: Arc::new(()),
             conn: Arc::new(Connection::new(client, keys.clone(), self.connect_timeout)),
             keys,
+            prefix: Arc::from(self.prefix.as_str()),
             timeout: self.timeout,
             batch_size: self.batch_size,
             max_ticket_age: self.max_ticket_age,
@@ -547,6 +550,10 @@ fn decode_entry(key: &str, bytes: Vec<u8>) -> Result<(Encoded, Vec<Dep>)> {
 }
 
 impl Backend for RedisBackend {
+    fn label(&self) -> &str {
+        &self.prefix
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Encoded>> {
         let (session, mut conn) = self.connect().await?;
         let stored: Option<Vec<u8>> = self
