@@ -47,3 +47,42 @@ async fn rediss_urls_work_with_a_trusted_root() {
     let err = MatroskaCache::redis(&url, "p").await.unwrap_err();
     assert!(matches!(err, Error::Redis(_) | Error::Timeout(_)), "{err}");
 }
+
+/// The backend chooses its crypto provider per connection: it neither reads nor installs
+/// rustls's process-wide default, so the application's own `install_default()` still works
+/// after the cache connected (and one compiled with two providers does not panic).
+#[tokio::test]
+async fn the_process_wide_crypto_provider_stays_the_applications() {
+    let (ca, cert, key) = certificates();
+    let server = RedisServer::builder().tls(&cert, &key).start();
+    let url = server.tls_url().unwrap();
+    let cache = MatroskaCache::new(
+        RedisBackend::builder(&url, "p")
+            .tls_root_certificate(ca)
+            .build()
+            .await
+            .unwrap(),
+    );
+    cache
+        .put("k", "over TLS", [], Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        rustls::crypto::CryptoProvider::get_default().is_none(),
+        "the library installed a process-wide provider"
+    );
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .expect("the application's own provider installs");
+    assert_eq!(
+        cache.get::<String>("k").await.unwrap().as_deref(),
+        Some("over TLS")
+    );
+    // A root certificate that is not PEM is a clear configuration error.
+    let err = RedisBackend::builder(&url, "p")
+        .tls_root_certificate("not a certificate")
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
+}

@@ -77,6 +77,9 @@ pub(crate) struct Connection {
     current: Mutex<Option<Arc<Session>>>,
     /// Held while connecting, so that concurrent commands wait for one attempt.
     connecting: tokio::sync::Mutex<()>,
+    /// How to open `rediss://` connections.
+    #[cfg(feature = "tls")]
+    tls: Option<super::tls::Tls>,
 }
 
 impl Connection {
@@ -87,7 +90,46 @@ impl Connection {
             connect_timeout,
             current: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
+    }
+
+    /// Opens `rediss://` connections with `tls`.
+    #[cfg(feature = "tls")]
+    pub(crate) fn with_tls(mut self, tls: Option<super::tls::Tls>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// A new multiplexed connection: plain through redis-rs, TLS through [`super::tls`].
+    async fn dial(
+        &self,
+        config: &AsyncConnectionConfig,
+    ) -> redis::RedisResult<MultiplexedConnection> {
+        #[cfg(feature = "tls")]
+        if let (
+            Some(tls),
+            redis::ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure,
+                ..
+            },
+        ) = (&self.tls, self.client.get_connection_info().addr())
+        {
+            if *insecure {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "TLS without certificate verification (#insecure) is not supported",
+                )));
+            }
+            let redis = self.client.get_connection_info().redis_settings();
+            return tls.connect(host, *port, redis, config.clone()).await;
+        }
+        self.client
+            .get_multiplexed_async_connection_with_config(config)
+            .await
     }
 
     /// The session to send a command on: the current one, or a new connection that has
@@ -118,10 +160,7 @@ impl Connection {
         let limit = self.connect_timeout;
         let attempt = async {
             let config = AsyncConnectionConfig::new().set_connection_timeout(Some(limit));
-            let mut conn = self
-                .client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await?;
+            let mut conn = self.dial(&config).await?;
             let info: String = redis::cmd("INFO")
                 .arg("server")
                 .query_async(&mut conn)

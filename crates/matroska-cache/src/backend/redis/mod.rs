@@ -49,6 +49,8 @@ mod inspect;
 mod invalidate;
 mod keys;
 mod scripts;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,28 +147,14 @@ impl RedisBackendBuilder {
         self
     }
 
+    /// How `rediss://` connections are made: with the root certificate given, or the
+    /// platform's. Plain URLs need nothing.
     #[cfg(feature = "tls")]
-    fn client(&self) -> redis::RedisResult<redis::Client> {
-        // rustls needs one process-wide crypto provider; install ring's unless the
-        // application chose one already (a lost race with another installer is fine).
-        if rustls::crypto::CryptoProvider::get_default().is_none() {
-            let _ = rustls::crypto::ring::default_provider().install_default();
+    fn tls(&self) -> Result<Option<tls::Tls>> {
+        if !self.url.starts_with("rediss:") {
+            return Ok(None);
         }
-        match &self.tls_root_certificate {
-            Some(pem) => redis::Client::build_with_tls(
-                self.url.as_str(),
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.clone()),
-                },
-            ),
-            None => redis::Client::open(self.url.as_str()),
-        }
-    }
-
-    #[cfg(not(feature = "tls"))]
-    fn client(&self) -> redis::RedisResult<redis::Client> {
-        redis::Client::open(self.url.as_str())
+        tls::Tls::new(self.tls_root_certificate.as_deref()).map(Some)
     }
 
     /// How long one round trip may take before it fails with [`Error::Timeout`]
@@ -230,10 +218,14 @@ impl RedisBackendBuilder {
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(Error::InvalidConfig("timeouts must be above zero"));
         }
-        let client = self.client().map_err(|e| Error::InvalidUrl(e.into()))?;
+        let client =
+            redis::Client::open(self.url.as_str()).map_err(|e| Error::InvalidUrl(e.into()))?;
+        let connection = Connection::new(client, keys.clone(), self.connect_timeout);
+        #[cfg(feature = "tls")]
+        let connection = connection.with_tls(self.tls()?);
         let backend = RedisBackend {
             alive: Arc::new(()),
-            conn: Arc::new(Connection::new(client, keys.clone(), self.connect_timeout)),
+            conn: Arc::new(connection),
             keys,
             prefix: Arc::from(self.prefix.as_str()),
             timeout: self.timeout,
