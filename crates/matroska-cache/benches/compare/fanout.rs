@@ -235,6 +235,28 @@ pub async fn flush(conn: &mut ConnectionManager) {
         .expect("FLUSHALL");
 }
 
+/// The baseline: the entries `f0..f{n}` of `prefix`, deleted blind with `UNLINK` in batches
+/// of 1,000 (the keys known in advance), timed, with a `GET` loop watching the stall.
+pub async fn unlink_measured(
+    url: &str,
+    prefix: &str,
+    conn: &mut ConnectionManager,
+    n: usize,
+) -> (Duration, Probe) {
+    let keys: Vec<String> = (0..n).map(|i| format!("{{{prefix}}}:d:f{i}")).collect();
+    let running = probe(url);
+    let start = Instant::now();
+    for chunk in keys.chunks(UNLINK_BATCH) {
+        let unlinked: usize = redis::cmd("UNLINK")
+            .arg(chunk)
+            .query_async(conn)
+            .await
+            .expect("UNLINK");
+        assert_eq!(unlinked, chunk.len(), "the baseline deletes every entry");
+    }
+    (start.elapsed(), summary(running.finish()))
+}
+
 /// Redis: `cache` against `UNLINK` in batches through `raw`, for each size in `sizes`.
 pub async fn redis(
     url: &str,
@@ -250,19 +272,7 @@ pub async fn redis(
         // The baseline: the same keys (our entries, filled the same way), deleted blind in
         // batches of 1,000 with the keys known in advance.
         fill(cache, 0..n, |i| vec![group_dep(i, 1)]).await;
-        let keys: Vec<String> = (0..n).map(|i| format!("{{{prefix}}}:d:f{i}")).collect();
-        let running = probe(url);
-        let start = Instant::now();
-        for chunk in keys.chunks(UNLINK_BATCH) {
-            let unlinked: usize = redis::cmd("UNLINK")
-                .arg(chunk)
-                .query_async(&mut conn)
-                .await
-                .expect("UNLINK");
-            assert_eq!(unlinked, chunk.len(), "the baseline deletes every entry");
-        }
-        let base = start.elapsed();
-        let base_probe = summary(running.finish());
+        let (base, base_probe) = unlink_measured(url, prefix, &mut conn, n).await;
         flush(&mut conn).await;
 
         fill(cache, 0..n, |i| vec![group_dep(i, 1)]).await;

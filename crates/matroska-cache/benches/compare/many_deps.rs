@@ -14,9 +14,7 @@ use matroska_cache::{dep, Dep, MatroskaCache};
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
-use crate::fanout::{fill, flush, probe, summary, Probe};
-
-const UNLINK_BATCH: usize = 1000;
+use crate::fanout::{fill, flush, probe, summary, unlink_measured, Probe};
 /// Concurrent callers for the no-dependents invalidations.
 const TASKS: usize = 32;
 
@@ -61,18 +59,7 @@ pub async fn redis(
     for &n in sizes {
         flush(&mut conn).await;
         fill(cache, 0..n, dep_of).await;
-        let keys: Vec<String> = (0..n).map(|i| format!("{{{prefix}}}:d:f{i}")).collect();
-        let running = probe(url);
-        let start = Instant::now();
-        for chunk in keys.chunks(UNLINK_BATCH) {
-            let _: usize = redis::cmd("UNLINK")
-                .arg(chunk)
-                .query_async(&mut conn)
-                .await
-                .expect("UNLINK");
-        }
-        let base = start.elapsed();
-        let base_probe = summary(running.finish());
+        let (base, base_probe) = unlink_measured(url, prefix, &mut conn, n).await;
         flush(&mut conn).await;
 
         fill(cache, 0..n, dep_of).await;

@@ -45,15 +45,19 @@ impl RedisBackend {
         .await
     }
 
-    /// The first `HSCAN` page of each of `indexes`, in one round trip: most indexes (one per
+    /// One `HSCAN` page of each `(index, cursor)`, in one round trip: most indexes (one per
     /// object) have a handful of members, and one round trip per index would make walking a
-    /// large cache take minutes.
-    async fn first_pages(&self, indexes: &[String]) -> Result<Vec<(u64, Vec<(String, u64)>)>> {
-        let mut pipe = Pipeline::with_capacity(indexes.len());
-        for index in indexes {
+    /// large cache take minutes. Each page is the next cursor and the `(cache key,
+    /// generation)` pairs.
+    pub(super) async fn scan_pages(
+        &self,
+        scans: impl ExactSizeIterator<Item = (&str, u64)>,
+    ) -> Result<Vec<(u64, Vec<(String, u64)>)>> {
+        let mut pipe = Pipeline::with_capacity(scans.len());
+        for (index, cursor) in scans {
             pipe.cmd("HSCAN")
                 .arg(index)
-                .arg(0)
+                .arg(cursor)
                 .arg("COUNT")
                 .arg(self.batch_size);
         }
@@ -77,7 +81,9 @@ impl RedisBackend {
         if indexes.is_empty() {
             return Ok(());
         }
-        let pages = self.first_pages(indexes).await?;
+        let pages = self
+            .scan_pages(indexes.iter().map(|index| (index.as_str(), 0)))
+            .await?;
         for (index, (mut cursor, members)) in indexes.iter().zip(pages) {
             visit(index, members);
             while cursor != 0 {

@@ -18,8 +18,6 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use redis::Pipeline;
-
 use super::keys::fence_bucket;
 use super::scripts::{DROP, INVALIDATE};
 use super::{entry, parse_members, RedisBackend};
@@ -116,20 +114,12 @@ impl RedisBackend {
             let round: Vec<(usize, u64)> = pending
                 .drain(..pending.len().min(SCANS_PER_ROUND_TRIP))
                 .collect();
-            let mut pipe = Pipeline::with_capacity(round.len());
-            for (position, cursor) in &round {
-                pipe.cmd("HSCAN")
-                    .arg(&chunk.indexes[*position])
-                    .arg(cursor)
-                    .arg("COUNT")
-                    .arg(self.batch_size);
-            }
-            let (session, mut conn) = self.connect().await?;
-            let pages: Vec<(u64, Vec<Vec<u8>>)> = self
-                .round_trip(&session, pipe.query_async(&mut conn))
-                .await?;
-            for ((position, _), (next, flat)) in round.into_iter().zip(pages) {
-                for (key, generation) in parse_members(flat) {
+            let scans = round
+                .iter()
+                .map(|(position, cursor)| (chunk.indexes[*position].as_str(), *cursor));
+            let pages = self.scan_pages(scans).await?;
+            for ((position, _), (next, members)) in round.into_iter().zip(pages) {
+                for (key, generation) in members {
                     if generation < mark {
                         batch.push((position, key, entry::generation_text(generation)));
                     }
