@@ -26,7 +26,9 @@
 //! instead. A computation that awaits a task it spawned, which then asks for the same key, is
 //! not detected: task-locals do not follow spawned tasks.
 //! - **Russian dolls.** A `get_or_compute` (hit or miss) inside another's computation adds its
-//!   dependencies to the outer entry; [`depends_on`] adds any dependency explicitly.
+//!   dependencies to the outer entry; [`depends_on`] adds any dependency explicitly. One that
+//!   fails still adds what it declared before failing: an outer value built without it (a
+//!   fallback, a "not found" page) was still built from what it read.
 //!
 //! Cache faults never fail the call: if the cache cannot be read (Redis down, a value that no
 //! longer decodes), the value is computed, logged and counted in
@@ -300,15 +302,24 @@ impl MatroskaCache {
             deps: Mutex::default(),
             outer: COMPUTATION.try_with(Arc::clone).ok(),
         });
-        let (value, deps) = COMPUTATION
+        let result = COMPUTATION
             .scope(Arc::clone(&computation), compute())
-            .await?;
+            .await;
         let nested = std::mem::take(
             &mut *computation
                 .deps
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         );
+        let (value, deps) = match result {
+            Ok(found) => found,
+            Err(error) => {
+                // Nothing is stored, but an outer computation that goes on without this
+                // value (a fallback, a "not found" page) still read what this one read.
+                depends_on(nested);
+                return Err(error);
+            }
+        };
         let deps = dep::sorted_unique(deps.into_iter().chain(nested));
         depends_on(deps.iter().cloned());
         Ok((value, deps))

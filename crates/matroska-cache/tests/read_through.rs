@@ -401,6 +401,32 @@ async fn nested_computations_propagate_dependencies(h: Harness) {
     assert!(!depends_on([dep::tag("x")]));
 }
 
+/// An inner computation that fails still adds what it read to the outer entry: the outer
+/// value (a fallback here) was built from the same data.
+async fn failed_nested_computations_propagate_dependencies(h: Harness) {
+    let c = &h.cache;
+    let page: String = c
+        .get_or_compute("page", MINUTE, || async {
+            let comments = c
+                .get_or_compute("comments:1", MINUTE, || async {
+                    depends_on([dep::id("article", 1)]);
+                    Err::<(String, [Dep; 0]), _>(DbError("comments are disabled"))
+                })
+                .await
+                .unwrap_or_else(|_| "(no comments)".to_owned());
+            Ok::<_, DbError>((comments, [dep::tag("page")]))
+        })
+        .await
+        .unwrap();
+    assert_eq!(page, "(no comments)");
+    assert!(!c.has("comments:1").await.unwrap());
+    assert_eq!(
+        c.deps("page").await.unwrap(),
+        Some(vec![dep::id("article", 1), dep::tag("page")])
+    );
+    assert_eq!(c.invalidate([dep::id("article", 1)]).await.unwrap(), 1);
+}
+
 async fn undecodable_values_are_recomputed(h: Harness) {
     let c = &h.cache;
     c.put("k", "not a number", [], MINUTE).await.unwrap();
@@ -425,6 +451,7 @@ backend_tests!(
     single_flight_waits_for_at_most_one_computation,
     the_lease_winner_rechecks_the_cache,
     nested_computations_propagate_dependencies,
+    failed_nested_computations_propagate_dependencies,
     undecodable_values_are_recomputed,
 );
 
