@@ -1,9 +1,10 @@
-//! `#[derive(Dependencies)]` and `#[derive(Condition)]` for
+//! `#[derive(Dependencies)]`, `#[derive(Condition)]` and `#[cached]` for
 //! [matroska-cache](https://docs.rs/matroska-cache): use them through
-//! `matroska_cache::Dependencies` and `matroska_cache::scopes::Condition` with the crate's
+//! `matroska_cache::Dependencies`, `matroska_cache::scopes::Condition` and
+//! `matroska_cache::cached` with the crate's
 //! `derive` feature, where they are documented with examples.
 //!
-//! The macro reads `#[deps(...)]` attributes:
+//! `#[derive(Dependencies)]` reads `#[deps(...)]` attributes:
 //!
 //! - on the type: `id = "kind"` (the value depends on `id:<kind>:<key>`) or
 //!   `pk = "model"` (on `pk:<model>:<key>[:<key>...]`, for composite keys);
@@ -13,11 +14,23 @@
 //! `Dependencies` (plain data such as numbers and strings does, with none); a field that
 //! cannot is a compile error pointing at it.
 
+mod cached;
+
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{parse_macro_input, Data, DeriveInput, Fields, LitStr};
+
+/// Caches an async fn through a `MatroskaCache`; see `matroska_cache::cached`, where it is
+/// documented with examples.
+#[proc_macro_attribute]
+pub fn cached(attr: TokenStream, item: TokenStream) -> TokenStream {
+    match cached::expand(attr.into(), item.into()) {
+        Ok(tokens) => tokens.into(),
+        Err(error) => error.to_compile_error().into(),
+    }
+}
 
 /// Derives `matroska_cache::Dependencies`; see the trait's documentation.
 #[proc_macro_derive(Dependencies, attributes(deps))]

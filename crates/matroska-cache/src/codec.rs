@@ -102,6 +102,28 @@ impl Encoded {
     }
 }
 
+/// `value` with the keys of every object sorted, at every level: equal data gives equal
+/// text whatever order its maps were built in, and whether or not some crate turns on
+/// serde_json's `preserve_order`. (Sequences keep their order: it is part of the data.)
+pub(crate) fn canonical_json(value: &serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<(&String, &serde_json::Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            serde_json::Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), canonical_json(v)))
+                    .collect(),
+            )
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(canonical_json).collect())
+        }
+        other => other.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

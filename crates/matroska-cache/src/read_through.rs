@@ -302,9 +302,7 @@ impl MatroskaCache {
             deps: Mutex::default(),
             outer: COMPUTATION.try_with(Arc::clone).ok(),
         });
-        let result = COMPUTATION
-            .scope(Arc::clone(&computation), compute())
-            .await;
+        let result = COMPUTATION.scope(Arc::clone(&computation), compute()).await;
         let nested = std::mem::take(
             &mut *computation
                 .deps

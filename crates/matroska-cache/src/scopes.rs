@@ -65,6 +65,7 @@ use serde::Serialize;
 use tracing::warn;
 
 use crate::cache::MatroskaCache;
+use crate::codec::canonical_json;
 use crate::dep::{Dep, DepKind};
 use crate::error::{Error, Result};
 
@@ -297,7 +298,7 @@ impl<T> Scopes<T> {
         }
         // Keys sorted at every level, so equal parameters give equal texts whatever the
         // field order, even when some crate turns on serde_json's `preserve_order`.
-        let text = serde_json::to_string(&sorted(value)).map_err(|e| e.to_string())?;
+        let text = serde_json::to_string(&canonical_json(value)).map_err(|e| e.to_string())?;
         Ok(Dep::from_parts(
             DepKind::Cond,
             [self.object_type.as_str(), text.as_str()],
@@ -435,27 +436,6 @@ impl<T: Serialize> Scopes<T> {
             });
         }
         Ok(deps)
-    }
-}
-
-/// `value` with the keys of every object inserted in sorted order (serde_json's map keeps
-/// insertion order under its `preserve_order` feature, and sorts otherwise).
-fn sorted(value: &serde_json::Value) -> serde_json::Value {
-    match value {
-        serde_json::Value::Object(map) => {
-            let mut entries: Vec<(&String, &serde_json::Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            serde_json::Value::Object(
-                entries
-                    .into_iter()
-                    .map(|(k, v)| (k.clone(), sorted(v)))
-                    .collect(),
-            )
-        }
-        serde_json::Value::Array(items) => {
-            serde_json::Value::Array(items.iter().map(sorted).collect())
-        }
-        other => other.clone(),
     }
 }
 

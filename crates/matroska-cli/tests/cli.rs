@@ -103,6 +103,42 @@ fn what_the_cli_writes_the_library_reads() {
     assert_eq!(f.run(&["invalidate", "tag:t"]).1, "2\n");
 }
 
+/// A `#[cached]` function's `_key` companion names its entry for the CLI.
+#[test]
+fn cached_functions_are_operable_by_key() {
+    use matroska_cache::{cached, dep, depends_on, MatroskaCache};
+
+    struct Titles {
+        cache: MatroskaCache,
+    }
+    impl Titles {
+        #[cached(cache = self.cache, ttl = "1h", version = 2)]
+        async fn title(&self, id: u64, lang: String) -> String {
+            depends_on([dep::id("article", id)]);
+            format!("Article {id} ({lang})")
+        }
+    }
+
+    let f = Fixture::new();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let titles = runtime.block_on(async {
+        let cache = MatroskaCache::redis(&f.server.url(), "app").await.unwrap();
+        let titles = Titles { cache };
+        titles.title(3, "en".into()).await;
+        titles
+    });
+    let key = titles.title_key(3, "en".into());
+    // The type path of a type declared in a function includes the function.
+    assert_eq!(
+        key,
+        r#"cli::cached_functions_are_operable_by_key::Titles::title@v2(3,"en")"#
+    );
+    assert_eq!(f.run(&["get", &key]).1, "Article 3 (en)\n");
+    assert_eq!(f.run(&["deps", &key]).1, "id:article:3\n");
+    assert_eq!(f.run(&["delete", &key]).0, 0);
+    assert_eq!(f.run(&["has", &key]).0, 1);
+}
+
 #[test]
 fn json_output_for_every_command() {
     let f = Fixture::new();

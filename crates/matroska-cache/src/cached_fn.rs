@@ -1,0 +1,267 @@
+//! What [`#[cached]`](crate::cached) functions run: their keys and their read-through call.
+//!
+//! The attribute (the `derive` feature) writes three functions; everything they share lives
+//! here, so the expansion stays a few lines and the key format is written once.
+//!
+//! # The key format
+//!
+//! `<owner>::<name>[::<type arguments>][@v<version>](<arguments>)`, for example
+//! `app::profile(42)`, `app::repo::Repo::by_id@v2(7,"en")` or
+//! `app::load::<u32>({"a":1,"b":[2,3]})`:
+//!
+//! - `owner` is the function's module path; for a method (a function with a `self`
+//!   receiver) it is the implementing type's path instead, so that two types of one module
+//!   can both have a cached `by_id`. `name = "..."` replaces `<owner>::<name>`.
+//! - Generic functions add the names of their type arguments, so `load::<u32>` and
+//!   `load::<u64>` never share an entry.
+//! - Each argument (not the receiver, not those marked `#[skip]`) is its serde JSON, with the
+//!   keys of every map sorted: the same across processes, builds and platforms, unlike
+//!   `std::hash`.
+//!
+//! Type paths come from [`std::any::type_name`], which the standard library does not promise
+//! to keep the same across compiler versions (it has not changed in years). Pin a method's or
+//! generic function's key with `name = "..."` (and no type parameters), or `key = ...`, when
+//! it must survive any compiler upgrade.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::warn;
+
+use crate::cache::MatroskaCache;
+use crate::codec::canonical_json;
+use crate::collect::Dependencies;
+use crate::dep::Dep;
+use crate::error::Error;
+use crate::stats::Counter;
+
+/// A parameter of a `#[cached]` function that is part of its key: anything `Serialize`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be part of a cache key: it does not implement `serde::Serialize`",
+    label = "this parameter is part of the key of the #[cached] function",
+    note = "mark the parameter `#[skip]` to leave it out of the key, or give the function `key = ...`"
+)]
+pub trait KeyArgument {
+    /// The argument as JSON.
+    fn to_json(&self) -> serde_json::Result<serde_json::Value>;
+}
+
+impl<T: Serialize + ?Sized> KeyArgument for T {
+    fn to_json(&self) -> serde_json::Result<serde_json::Value> {
+        serde_json::to_value(self)
+    }
+}
+
+/// The key of a call: `owner::name` (or `name` alone when `owner` is empty, for
+/// `name = "..."`), type arguments, version and arguments, in the module's format.
+///
+/// It fails only when an argument's `Serialize` implementation does (a map with non-string
+/// keys, say).
+pub fn key(
+    owner: &str,
+    name: &str,
+    type_arguments: &[&str],
+    version: Option<u32>,
+    arguments: &[&dyn KeyArgument],
+) -> Result<String, Error> {
+    let mut key = String::with_capacity(owner.len() + name.len() + 2 + 16 * arguments.len());
+    if !owner.is_empty() {
+        key.push_str(owner);
+        key.push_str("::");
+    }
+    key.push_str(name);
+    if !type_arguments.is_empty() {
+        key.push_str("::<");
+        key.push_str(&type_arguments.join(","));
+        key.push('>');
+    }
+    if let Some(version) = version {
+        // Writing to a String cannot fail.
+        let _ = write!(key, "@v{version}");
+    }
+    key.push('(');
+    for (i, argument) in arguments.iter().enumerate() {
+        if i > 0 {
+            key.push(',');
+        }
+        let encode_error = |source| Error::Encode {
+            key: key.clone(),
+            source,
+        };
+        let json = argument.to_json().map_err(encode_error)?;
+        let text = serde_json::to_string(&canonical_json(&json)).map_err(encode_error)?;
+        key.push_str(&text);
+    }
+    key.push(')');
+    Ok(key)
+}
+
+/// The `<name>_key` companion's answer: the key, or, for arguments that cannot be encoded
+/// (the function then runs without the cache), a text saying so that names no entry.
+pub fn key_or_reason(key: Result<String, Error>) -> String {
+    key.unwrap_or_else(|error| format!("<no key: {error}>"))
+}
+
+/// The `key = ...` override: the expression's text.
+pub fn key_from_expression(key: impl std::fmt::Display) -> Result<String, Error> {
+    Ok(key.to_string())
+}
+
+/// A `#[cached]` call: `get_or_compute` under `key`, storing the function's result when
+/// `keep` says so, with the dependencies the body declared plus those `deps` finds in the
+/// value. An error of the function is returned unchanged, and never stored. If the key could
+/// not be made, the function runs without the cache (counted as a fault).
+pub async fn call<T, E, F, Fut, D, K>(
+    cache: &MatroskaCache,
+    key: Result<String, Error>,
+    ttl: Duration,
+    run: F,
+    deps: D,
+    keep: K,
+) -> Result<T, E>
+where
+    T: Serialize + DeserializeOwned + Send,
+    E: Send,
+    F: FnOnce() -> Fut + Send,
+    Fut: Future<Output = Result<T, E>> + Send,
+    D: FnOnce(&T) -> Vec<Dep> + Send,
+    K: FnOnce(&T) -> bool + Send,
+{
+    let key = match key {
+        Ok(key) => key,
+        Err(error) => {
+            cache.inner.counters.add(Counter::Faults, 1);
+            warn!(%error, "a #[cached] function's key cannot be made; running it without the cache");
+            return run().await;
+        }
+    };
+    /// Why a computation stored nothing.
+    enum Unstored<T, E> {
+        Failed(E),
+        Kept(T),
+    }
+    let computed = cache
+        .get_or_compute(&key, ttl, move || async move {
+            match run().await {
+                Ok(value) if keep(&value) => {
+                    let deps = deps(&value);
+                    Ok((value, deps))
+                }
+                Ok(value) => Err(Unstored::Kept(value)),
+                Err(error) => Err(Unstored::Failed(error)),
+            }
+        })
+        .await;
+    match computed {
+        Ok(value) | Err(Unstored::Kept(value)) => Ok(value),
+        Err(Unstored::Failed(error)) => Err(error),
+    }
+}
+
+/// [`call`] for a function that cannot fail (a plain value or an `Option`).
+pub async fn call_infallible<T, F, Fut, D, K>(
+    cache: &MatroskaCache,
+    key: Result<String, Error>,
+    ttl: Duration,
+    run: F,
+    deps: D,
+    keep: K,
+) -> T
+where
+    T: Serialize + DeserializeOwned + Send,
+    F: FnOnce() -> Fut + Send,
+    Fut: Future<Output = T> + Send,
+    D: FnOnce(&T) -> Vec<Dep> + Send,
+    K: FnOnce(&T) -> bool + Send,
+{
+    let run = move || async move { Ok::<T, Infallible>(run().await) };
+    match call(cache, key, ttl, run, deps, keep).await {
+        Ok(value) => value,
+        Err(never) => match never {},
+    }
+}
+
+/// No dependencies beyond what the body declared.
+pub fn no_deps<T>(_: &T) -> Vec<Dep> {
+    Vec::new()
+}
+
+/// `deps_from_value`: the dependencies found in the value.
+pub fn value_deps<T: Dependencies>(value: &T) -> Vec<Dep> {
+    value.dependencies()
+}
+
+/// Every value is stored.
+pub fn always<T>(_: &T) -> bool {
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, HashMap};
+
+    #[test]
+    fn the_format() {
+        let key = |owner, types: &[&str], version, args: &[&dyn KeyArgument]| {
+            super::key(owner, "f", types, version, args).unwrap()
+        };
+        assert_eq!(key("app", &[], None, &[]), "app::f()");
+        assert_eq!(key("app::m", &[], None, &[&42u64]), "app::m::f(42)");
+        assert_eq!(
+            key(
+                "app",
+                &["u32", "alloc::string::String"],
+                Some(3),
+                &[&"x", &Some(1.5)]
+            ),
+            "app::f::<u32,alloc::string::String>@v3(\"x\",1.5)"
+        );
+        assert_eq!(key("", &[], None, &[&()]), "f(null)");
+    }
+
+    #[test]
+    fn an_unencodable_argument_is_an_error() {
+        let map: HashMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        let error = super::key("app", "f", &[], None, &[&1u8, &map]).unwrap_err();
+        assert!(matches!(error, Error::Encode { .. }), "{error}");
+        assert!(key_or_reason(Err(error)).starts_with("<no key: "));
+    }
+
+    proptest! {
+        /// Maps give one key whatever order they were filled in.
+        #[test]
+        fn maps_are_canonical(entries in proptest::collection::vec(("[a-z]{0,4}", any::<i64>()), 0..12)) {
+            let forward: HashMap<String, i64> = entries.iter().cloned().collect();
+            let sorted: BTreeMap<String, i64> = forward.clone().into_iter().collect();
+            let mut reversed = serde_json::Map::new();
+            for (k, v) in sorted.iter().rev() {
+                reversed.insert(k.clone(), (*v).into());
+            }
+            let a = super::key("m", "f", &[], None, &[&forward]).unwrap();
+            let b = super::key("m", "f", &[], None, &[&sorted]).unwrap();
+            let c = super::key("m", "f", &[], None, &[&reversed]).unwrap();
+            prop_assert_eq!(&a, &b);
+            prop_assert_eq!(&a, &c);
+        }
+
+        /// Different arguments give different keys: each argument is a JSON value, and JSON
+        /// values are comma-separated without ambiguity.
+        #[test]
+        fn distinct_arguments_distinct_keys(
+            a in proptest::collection::vec(any::<String>(), 0..4),
+            b in proptest::collection::vec(any::<String>(), 0..4),
+        ) {
+            let args = |v: &Vec<String>| -> String {
+                let refs: Vec<&dyn KeyArgument> = v.iter().map(|s| s as &dyn KeyArgument).collect();
+                super::key("m", "f", &[], None, &refs).unwrap()
+            };
+            prop_assert_eq!(a == b, args(&a) == args(&b));
+        }
+    }
+}
