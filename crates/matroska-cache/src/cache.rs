@@ -141,6 +141,32 @@ impl MatroskaCache {
         ))
     }
 
+    /// A cache on the Redis Cluster reachable at any of `nodes`, with every key under
+    /// `prefix`, spread over the masters in [`DEFAULT_CLUSTER_SHARDS`] shards, with the
+    /// default settings of [`RedisBackend::cluster_builder`].
+    ///
+    /// Everything works as on one server, with the same guarantees (see `docs/cluster.md`).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), matroska_cache::Error> {
+    /// use matroska_cache::MatroskaCache;
+    /// let nodes = ["redis://10.0.0.1:6379/", "redis://10.0.0.2:6379/"];
+    /// let cache = MatroskaCache::redis_cluster(nodes, "cache").await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// [`DEFAULT_CLUSTER_SHARDS`]: crate::backend::redis::DEFAULT_CLUSTER_SHARDS
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub async fn redis_cluster(
+        nodes: impl IntoIterator<Item = impl AsRef<str>>,
+        prefix: &str,
+    ) -> Result<Self> {
+        Ok(MatroskaCache::new(
+            RedisBackend::cluster_builder(nodes, prefix).build().await?,
+        ))
+    }
+
     /// Counts an error before passing it on.
     pub(crate) fn count<T>(&self, result: Result<T>) -> Result<T> {
         if result.is_err() {

@@ -183,6 +183,12 @@ impl Error {
             _ => false,
         }
     }
+
+    /// Whether the connection to Redis broke or was refused.
+    #[cfg(feature = "redis")]
+    pub(crate) fn is_connection_loss(&self) -> bool {
+        matches!(self, Error::Redis(error) if error.connection)
+    }
 }
 
 /// A failure reported by Redis or by the connection to it.
@@ -195,6 +201,9 @@ pub struct ServerError {
     message: String,
     code: Option<String>,
     transient: bool,
+    /// The connection broke or was refused (the request may or may not have run).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    connection: bool,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
@@ -208,6 +217,19 @@ impl ServerError {
     /// loading, busy, read-only after a failover, or asked to try again.
     pub fn is_transient(&self) -> bool {
         self.transient
+    }
+
+    /// A cluster condition the backend found itself (no master for a slot, a malformed
+    /// slot map), with the server's code for it.
+    #[cfg(feature = "redis")]
+    pub(crate) fn cluster(code: &str, message: &str) -> Self {
+        ServerError {
+            message: format!("{code} {message}"),
+            code: Some(code.to_owned()),
+            transient: true,
+            connection: false,
+            source: None,
+        }
     }
 }
 
@@ -236,15 +258,17 @@ const TRANSIENT_CODES: &[&str] = &[
     "READONLY",
     "NOREPLICAS",
     "EPOCH",
+    "MOVED",
+    "ASK",
 ];
 
 #[cfg(feature = "redis")]
 impl From<redis::RedisError> for ServerError {
     fn from(error: redis::RedisError) -> Self {
         let code = error.code().map(str::to_owned);
-        let transient = error.is_io_error()
-            || error.is_connection_dropped()
-            || error.is_connection_refusal()
+        let connection =
+            error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal();
+        let transient = connection
             || error.is_timeout()
             || code
                 .as_deref()
@@ -253,6 +277,7 @@ impl From<redis::RedisError> for ServerError {
             message: error.to_string(),
             code,
             transient,
+            connection,
             source: Some(Box::new(error)),
         }
     }

@@ -33,14 +33,7 @@ async fn counters_and_latencies_are_exported(h: Harness) {
     let handle = recorder();
     // A cache built after the recorder: the harness's was built before, so take another.
     let c = h.other_client().await;
-    let label = if h.is_redis() {
-        match &h.kind {
-            support::Kind::Redis { prefix, .. } => prefix.clone(),
-            support::Kind::Memory(_) => unreachable!(),
-        }
-    } else {
-        "memory".to_owned()
-    };
+    let label = h.prefix().unwrap_or("memory").to_owned();
     let ttl = Duration::from_secs(60);
     c.put("a", "x", [dep::tag("t")], ttl).await.unwrap();
     let _: Option<String> = c.get("a").await.unwrap();

@@ -1,5 +1,5 @@
-//! Test support for matroska-cache: a throwaway `redis-server` on a free port, and a
-//! [`GetProbe`] that measures how long Redis stalls.
+//! Test support for matroska-cache: a throwaway `redis-server` on a free port, a local
+//! [`RedisCluster`], and a [`GetProbe`] that measures how long Redis stalls.
 //!
 //! ```no_run
 //! let server = matroska_test_support::RedisServer::start();
@@ -7,8 +7,10 @@
 //! // the server and its directory go away when `server` is dropped
 //! ```
 
+mod cluster;
 mod probe;
 
+pub use cluster::{NodeInfo, RedisCluster, NODE_TIMEOUT};
 pub use probe::GetProbe;
 
 use std::net::TcpListener;
@@ -139,6 +141,16 @@ impl RedisServer {
     /// The port the server listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The process id, while the server runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the server was started and not killed since.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// `redis://[user:password@]127.0.0.1:<port>/`, with the configured credentials

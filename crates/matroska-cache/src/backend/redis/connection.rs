@@ -1,78 +1,94 @@
-//! One multiplexed connection to Redis, and the epoch handshake that guards it.
+//! One server: its multiplexed connection, reconnected on demand, and the shard epochs
+//! handshaken on it.
 //!
-//! Why not redis-rs's `ConnectionManager`: it reconnects in the background and sends the next
-//! command on the new connection at once. After a restart that reloaded an older snapshot,
-//! that command could read an entry whose invalidation had already returned. Here every new
-//! connection first runs `epoch.lua`, which starts a new epoch when the server's run id
-//! changed; the [`Session`] carries the epoch's floor, and readers ignore entries written
-//! below it (see the README's "Persistence and restarts").
+//! Why not redis-rs's `ConnectionManager` (or its cluster client): they reconnect in the
+//! background and send the next command on the new connection at once. After a restart that
+//! reloaded an older snapshot, or a failover to a replica that missed the last writes, that
+//! command could read an entry whose invalidation had already returned. Here a new
+//! connection serves a shard only after `epoch.lua` ran for that shard on it (see
+//! [`super::router`]): a server whose run id changed starts a new epoch, the [`Session`]
+//! carries the epoch's floor, and readers ignore entries written below it (see the README's
+//! "Persistence and restarts").
 //!
 //! A command that fails because the connection broke marks its session broken; the next
 //! command connects again (bounded by the connect timeout) and handshakes before it is sent.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
-use tracing::{debug, info};
+use tracing::debug;
 
-use super::entry;
-use super::keys::KeySpace;
-use super::scripts::EPOCH;
 use crate::error::{Error, Result};
 
-/// A connection to one server process, with the epoch it handshook.
+/// A connection to one server process.
 pub(crate) struct Session {
     pub(crate) conn: MultiplexedConnection,
-    /// Entries with a lower generation predate the epoch: they read as misses.
-    pub(crate) floor: u64,
     /// The server's `redis_version`.
     pub(crate) version: String,
+    /// The server process's run id: a restart or a promoted replica has another.
+    pub(crate) run_id: String,
+    /// The epoch floor of each shard handshaken on this connection.
+    floors: Mutex<HashMap<usize, u64>>,
     broken: AtomicBool,
 }
 
 impl Session {
     /// Stops using this connection: the next command connects again. Called when a command
-    /// failed with the connection, or found the server in another epoch.
+    /// failed with the connection.
     pub(crate) fn retire(&self) {
         self.broken.store(true, Ordering::SeqCst);
     }
 
-    /// Retires the session if `error` broke its connection, or is a script's refusal to run
-    /// on a connection of another epoch.
+    /// Retires the session if `error` broke its connection.
     pub(crate) fn check(&self, error: &redis::RedisError) {
         if error.is_io_error()
             || error.is_connection_dropped()
             || error.is_connection_refusal()
             || error.is_unrecoverable_error()
-            || is_epoch_change(error)
         {
             self.retire();
         }
     }
 
-    /// Whether the stored entry `bytes` (or its first 20 bytes) was written in this session's
-    /// epoch; one from before a restart reads as a miss.
-    pub(crate) fn holds(&self, key: &str, bytes: &[u8]) -> Result<bool> {
-        Ok(entry::generation(key, bytes)? >= self.floor)
+    /// The floor of `shard`'s epoch, if it was handshaken on this connection.
+    pub(crate) fn floor(&self, shard: usize) -> Option<u64> {
+        self.floors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&shard)
+            .copied()
+    }
+
+    pub(crate) fn set_floor(&self, shard: usize, floor: u64) {
+        self.floors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(shard, floor);
+    }
+
+    /// Forgets `shard`'s epoch: the next command for it handshakes again (it moved, or was
+    /// flushed under this connection).
+    pub(crate) fn forget(&self, shard: usize) {
+        self.floors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&shard);
+    }
+
+    fn is_live(&self) -> bool {
+        !self.broken.load(Ordering::SeqCst)
     }
 }
 
-/// The error code of that refusal (see `put.lua` and `begin.lua`).
-pub(crate) const EPOCH_CHANGE: &str = "EPOCH";
-
-/// Whether a script refused to run because the caller's connection handshook another epoch
-/// (the prefix was flushed under it): the caller retries once on a new session.
-fn is_epoch_change(error: &redis::RedisError) -> bool {
-    error.code() == Some(EPOCH_CHANGE)
-}
-
-/// Connects, reconnects, and hands out the current [`Session`].
-pub(crate) struct Connection {
+/// One server address: connects, reconnects, and hands out the current [`Session`].
+pub(crate) struct Node {
+    /// `host:port`, or `standalone`.
+    name: String,
     client: redis::Client,
-    keys: KeySpace,
     connect_timeout: Duration,
     current: Mutex<Option<Arc<Session>>>,
     /// Held while connecting, so that concurrent commands wait for one attempt.
@@ -82,17 +98,22 @@ pub(crate) struct Connection {
     tls: Option<super::tls::Tls>,
 }
 
-impl Connection {
-    pub(crate) fn new(client: redis::Client, keys: KeySpace, connect_timeout: Duration) -> Self {
-        Connection {
+impl Node {
+    pub(crate) fn new(name: &str, client: redis::Client, connect_timeout: Duration) -> Self {
+        Node {
+            name: name.to_owned(),
             client,
-            keys,
             connect_timeout,
             current: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
             #[cfg(feature = "tls")]
             tls: None,
         }
+    }
+
+    /// `host:port`, or `standalone`.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
     }
 
     /// Opens `rediss://` connections with `tls`.
@@ -132,8 +153,7 @@ impl Connection {
             .await
     }
 
-    /// The session to send a command on: the current one, or a new connection that has
-    /// handshaken.
+    /// The session to send a command on: the current one, or a new connection.
     pub(crate) async fn session(&self) -> Result<Arc<Session>> {
         if let Some(session) = self.live() {
             return Ok(session);
@@ -147,12 +167,13 @@ impl Connection {
         Ok(session)
     }
 
-    fn live(&self) -> Option<Arc<Session>> {
+    /// The current session, if it is live, without connecting.
+    pub(crate) fn live(&self) -> Option<Arc<Session>> {
         self.current
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
-            .filter(|s| !s.broken.load(Ordering::SeqCst))
+            .filter(|s| s.is_live())
             .cloned()
     }
 
@@ -165,41 +186,27 @@ impl Connection {
                 .arg("server")
                 .query_async(&mut conn)
                 .await?;
-            let field = |name: &str| {
-                info.lines()
-                    .find_map(|l| l.strip_prefix(name))
-                    .map(|v| v.trim().to_owned())
-            };
-            let version = field("redis_version:").unwrap_or_else(|| "unknown".into());
-            // A server without a run id (a proxy, say) gets a new epoch on every connection:
-            // the safe side, since a restart behind it cannot be told apart.
-            let run_id =
-                field("run_id:").unwrap_or_else(|| format!("unknown-{}", rand::random::<u64>()));
-            let floor: u64 = EPOCH
-                .key(self.keys.epoch())
-                .key(self.keys.sequence())
-                .arg(&run_id)
-                .invoke_async(&mut conn)
-                .await?;
-            Ok::<_, redis::RedisError>((conn, floor, version, run_id))
+            Ok::<_, redis::RedisError>((conn, info))
         };
-        let (conn, floor, version, run_id) = tokio::time::timeout(limit, attempt)
+        let (conn, info) = tokio::time::timeout(limit, attempt)
             .await
             .map_err(|_| Error::Timeout(limit))??;
-        debug!(floor, %run_id, "connected to Redis");
-        if self
-            .current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .is_some_and(|old| old.floor != floor)
-        {
-            info!(floor, "Redis is in a new epoch (it restarted or was flushed): older entries read as misses");
-        }
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+        };
+        let version = field("redis_version:").unwrap_or_else(|| "unknown".into());
+        // A server without a run id (a proxy, say) gets a new epoch on every connection: the
+        // safe side, since a restart behind it cannot be told apart.
+        let run_id =
+            field("run_id:").unwrap_or_else(|| format!("unknown-{}", rand::random::<u64>()));
+        debug!(%run_id, %version, "connected to Redis");
         Ok(Session {
             conn,
-            floor,
             version,
+            run_id,
+            floors: Mutex::default(),
             broken: AtomicBool::new(false),
         })
     }

@@ -4,18 +4,23 @@
 -- Drops a batch of entries found in dependency indexes, atomically; with ARGV[2] = 1 it also
 -- ends the invalidation of the chunk (see fence.lua), else it is its sign of life.
 --
--- KEYS[1]        the prefix's generation counter
--- KEYS[2]        the prefix's fence table
+-- KEYS[1]        the shard's generation counter
+-- KEYS[2]        the shard's fence table
 -- KEYS[3..n+2]   the index hashes the members come from (n = ARGV[1]): only those this
 --                batch touches
 -- KEYS[n+3..]    one entry per member
 -- ARGV[1]        n
 -- ARGV[2]        1 if this is the last batch of the chunk, else 0
 -- ARGV[3]        how long (ms) the invalidation counts as running from now
--- ARGV[4]        b, the number of the chunk's fence buckets
--- ARGV[5..4+b]   the chunk's fence buckets
--- ARGV[5+b..]    one triple per member: index position (1..n), cache key, generation as
+-- ARGV[4]        the final mark, taken from the cache's ticket counter after every shard
+--                dropped its dependents (sharded caches), or '' to take it from KEYS[1]
+-- ARGV[5]        b, the number of the chunk's fence buckets
+-- ARGV[6..5+b]   the chunk's fence buckets
+-- ARGV[6+b..]    one triple per member: index position (1..n), cache key, generation as
 --                the entry starts with it (20 digits)
+--
+-- A sharded cache also ends the invalidation at a dependency's home shard with this script
+-- (no members, n = 0).
 --
 -- An entry is dropped only if it still holds the generation its index member names: an entry
 -- re-cached (put again) since the member was read is a newer value and stays. The member is
@@ -27,14 +32,14 @@
 -- member, so the member can go without a second read. Only members of entries that are gone
 -- or replaced are read back from their index (in one HMGET per index) before removal.
 local n = tonumber(ARGV[1])
-local b = tonumber(ARGV[4])
+local b = tonumber(ARGV[5])
 local doomed = {}
 local settled, unsure, unsure_gens = {}, {}, {}
 for i = 1, n do
     settled[i], unsure[i], unsure_gens[i] = {}, {}, {}
 end
 for m = 1, #KEYS - n - 2 do
-    local a = 5 + b + (m - 1) * 3
+    local a = 6 + b + (m - 1) * 3
     local position = tonumber(ARGV[a])
     local field, gen = ARGV[a + 1], ARGV[a + 2]
     local entry = KEYS[n + 2 + m]
@@ -87,12 +92,15 @@ local now = now_ms()
 local finish = ARGV[2] == '1'
 -- Tickets taken before the end are refused from now on; tickets taken after it read data
 -- newer than everything this invalidation dropped.
-local last = finish and redis.call('INCR', KEYS[1])
-local buckets = distinct(5, b)
+local last = nil
+if finish then
+    last = ARGV[4] ~= '' and tonumber(ARGV[4]) or redis.call('INCR', KEYS[1])
+end
+local buckets = distinct(6, b)
 local states = fence_get(KEYS[2], buckets, now)
 for _, state in ipairs(states) do
     if finish then
-        state[1], state[2] = last, math.max(state[2] - 1, 0)
+        state[1], state[2] = math.max(state[1], last), math.max(state[2] - 1, 0)
     else
         state[3] = math.max(state[3], now + tonumber(ARGV[3]))
     end

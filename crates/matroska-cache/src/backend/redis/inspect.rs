@@ -1,7 +1,10 @@
 //! Looking into a live cache from outside: what depends on a dependency, what a prefix holds,
 //! and pruning with progress. Everything walks the keyspace in bounded batches (`SCAN`,
 //! `HSCAN`, pipelines of at most `batch_size` commands), so Redis stays responsive however
-//! large the cache is.
+//! large the cache is. On a cluster, every master is walked once, for all the shards it
+//! serves.
+
+use std::collections::BTreeMap;
 
 use redis::Pipeline;
 
@@ -11,12 +14,12 @@ use crate::dep::Dep;
 use crate::error::Result;
 
 /// What a prefix holds, from [`RedisBackend::prefix_stats`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct PrefixStats {
     /// Live entries.
     pub entries: u64,
-    /// Dependency index keys.
+    /// Dependency index keys (on a cluster, one per dependency and shard with dependents).
     pub index_keys: u64,
     /// Members across all indexes.
     pub index_members: u64,
@@ -26,31 +29,84 @@ pub struct PrefixStats {
     pub memory_bytes: u64,
     /// Keys visited so far (for progress reports).
     pub keys_visited: u64,
+    /// How keys and memory spread over the servers: one line per master (`host:port`), in
+    /// address order. A standalone server is the one line `standalone`.
+    pub servers: Vec<ServerStats>,
 }
 
+/// One master's share of a prefix, in [`PrefixStats::servers`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// `host:port`, or `standalone`.
+    pub server: String,
+    /// The shards it serves.
+    pub shards: u64,
+    /// Keys of the prefix on it.
+    pub keys: u64,
+    /// Bytes they use.
+    pub memory_bytes: u64,
+}
+
+/// One page of a node's keys of this cache: each key with its shard.
+type KeyPage = Vec<(usize, String)>;
+
+/// An index's members: `(cache key, generation)`.
+type Members = Vec<(String, u64)>;
+
+/// `HSCAN` replies: each the next cursor and the flat field/value list.
+type RawPages = Vec<(u64, Vec<Vec<u8>>)>;
+
 impl RedisBackend {
-    /// One `SCAN` step over this prefix's keys of one type (`"*"` for all).
-    async fn scan_keys(&self, kind: &str, cursor: u64) -> Result<(u64, Vec<String>)> {
-        let (session, mut conn) = self.connect().await?;
-        self.round_trip(
-            &session,
-            redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(self.keys.pattern(kind))
-                .arg("COUNT")
-                .arg(self.batch_size)
-                .query_async(&mut conn),
-        )
-        .await
+    /// One `SCAN` step over the keys of this cache of one type (`"*"` for all) on the server
+    /// of `via` (a shard it serves); each key comes with its shard, and only keys of
+    /// `shards` are kept (a slot being migrated can leave keys of another server's shard).
+    async fn scan_keys(
+        &self,
+        via: usize,
+        shards: &[usize],
+        kind: &str,
+        cursor: u64,
+    ) -> Result<(u64, KeyPage)> {
+        let layout = self.router.layout();
+        let ((next, keys), _): ((u64, Vec<String>), u64) = self
+            .send(via, |_| {
+                let mut cmd = redis::cmd("SCAN");
+                cmd.arg(cursor)
+                    .arg("MATCH")
+                    .arg(layout.pattern(kind))
+                    .arg("COUNT")
+                    .arg(self.batch_size);
+                cmd.into()
+            })
+            .await?;
+        let page = keys
+            .into_iter()
+            .filter_map(|key| {
+                let (shard, _) = layout.locate(&key)?;
+                shards.contains(&shard).then_some((shard, key))
+            })
+            .collect();
+        Ok((next, page))
     }
 
-    /// One `HSCAN` page of each `(index, cursor)`, in one round trip: most indexes (one per
-    /// object) have a handful of members, and one round trip per index would make walking a
-    /// large cache take minutes. Each page is the next cursor and the `(cache key,
-    /// generation)` pairs.
+    /// One `SCAN` step over the index keys of `shards` on the server of `via`.
+    pub(super) async fn scan_index_keys(
+        &self,
+        via: usize,
+        shards: &[usize],
+        cursor: u64,
+    ) -> Result<(u64, KeyPage)> {
+        self.scan_keys(via, shards, "r", cursor).await
+    }
+
+    /// One `HSCAN` page of each `(index, cursor)` of the shards served by `via`'s server,
+    /// in one round trip: most indexes (one per object) have a handful of members, and one
+    /// round trip per index would make walking a large cache take minutes. Each page is the
+    /// next cursor and the `(cache key, generation)` pairs.
     pub(super) async fn scan_pages(
         &self,
+        via: usize,
         scans: impl ExactSizeIterator<Item = (&str, u64)>,
     ) -> Result<Vec<(u64, Vec<(String, u64)>)>> {
         let mut pipe = Pipeline::with_capacity(scans.len());
@@ -61,53 +117,50 @@ impl RedisBackend {
                 .arg("COUNT")
                 .arg(self.batch_size);
         }
-        let (session, mut conn) = self.connect().await?;
-        let pages: Vec<(u64, Vec<Vec<u8>>)> = self
-            .round_trip(&session, pipe.query_async(&mut conn))
-            .await?;
+        let (pages, _): (RawPages, u64) = self.send(via, |_| pipe.clone().into()).await?;
         Ok(pages
             .into_iter()
             .map(|(cursor, flat)| (cursor, parse_members(flat)))
             .collect())
     }
 
-    /// Calls `visit` with every page of members of every index in `indexes`: first pages
-    /// pipelined, the rest of a large index one `HSCAN` at a time.
+    /// Calls `visit` with every page of members of every index in `indexes` (all on `via`'s
+    /// server): first pages pipelined, the rest of a large index one `HSCAN` at a time.
     async fn index_pages<'a>(
         &self,
-        indexes: &'a [String],
-        mut visit: impl FnMut(&'a str, Vec<(String, u64)>),
+        via: usize,
+        indexes: &'a [(usize, String)],
+        mut visit: impl FnMut(usize, &'a str, Vec<(String, u64)>),
     ) -> Result<()> {
         if indexes.is_empty() {
             return Ok(());
         }
         let pages = self
-            .scan_pages(indexes.iter().map(|index| (index.as_str(), 0)))
+            .scan_pages(via, indexes.iter().map(|(_, index)| (index.as_str(), 0)))
             .await?;
-        for (index, (mut cursor, members)) in indexes.iter().zip(pages) {
-            visit(index, members);
+        for ((shard, index), (mut cursor, members)) in indexes.iter().zip(pages) {
+            visit(*shard, index, members);
             while cursor != 0 {
-                let (next, members) = self.scan_index(index, cursor).await?;
-                visit(index, members);
+                let (next, members) = self.scan_index(*shard, index, cursor).await?;
+                visit(*shard, index, members);
                 cursor = next;
             }
         }
         Ok(())
     }
 
-    /// Which of `members` (cache key, generation) still name a live entry.
-    async fn live(&self, members: &[(String, u64)]) -> Result<Vec<bool>> {
+    /// Which of `members` (cache key, generation) of `shard` still name a live entry.
+    async fn live(&self, shard: usize, members: &[(String, u64)]) -> Result<Vec<bool>> {
+        let keys = self.router.layout().shard(shard);
         let mut pipe = Pipeline::with_capacity(members.len());
         for (key, _) in members {
             pipe.cmd("GETRANGE")
-                .arg(self.keys.data(key))
+                .arg(keys.data(key))
                 .arg(0)
                 .arg(super::entry::GENERATION_WIDTH - 1);
         }
-        let (session, mut conn) = self.connect().await?;
-        let generations: Vec<String> = self
-            .round_trip(&session, pipe.query_async(&mut conn))
-            .await?;
+        let (generations, _): (Vec<String>, u64) =
+            self.send(shard, |_| pipe.clone().into()).await?;
         Ok(members
             .iter()
             .zip(generations)
@@ -115,25 +168,28 @@ impl RedisBackend {
             .collect())
     }
 
-    /// The keys of the live entries that depend on `dep`.
+    /// The keys of the live entries that depend on `dep`, in every shard.
     pub async fn dependents(&self, dep: &Dep) -> Result<Vec<String>> {
-        let index = self.keys.index(dep);
+        let layout = self.router.layout();
         let mut keys = Vec::new();
-        let mut cursor = 0;
-        loop {
-            let (next, members) = self.scan_index(&index, cursor).await?;
-            if !members.is_empty() {
-                let live = self.live(&members).await?;
-                keys.extend(
-                    members
-                        .into_iter()
-                        .zip(live)
-                        .filter_map(|((key, _), live)| live.then_some(key)),
-                );
-            }
-            cursor = next;
-            if cursor == 0 {
-                break;
+        for shard in 0..layout.len() {
+            let index = layout.shard(shard).index(dep);
+            let mut cursor = 0;
+            loop {
+                let (next, members) = self.scan_index(shard, &index, cursor).await?;
+                if !members.is_empty() {
+                    let live = self.live(shard, &members).await?;
+                    keys.extend(
+                        members
+                            .into_iter()
+                            .zip(live)
+                            .filter_map(|((key, _), live)| live.then_some(key)),
+                    );
+                }
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
             }
         }
         keys.sort();
@@ -141,49 +197,69 @@ impl RedisBackend {
         Ok(keys)
     }
 
-    /// Counts what the prefix holds, calling `progress` after each batch of keys.
+    /// Counts what the prefix holds, on every master, calling `progress` after each batch
+    /// of keys.
     pub async fn prefix_stats(
         &self,
         mut progress: impl FnMut(&PrefixStats) + Send,
     ) -> Result<PrefixStats> {
         let mut stats = PrefixStats::default();
-        let mut cursor = 0;
-        loop {
-            let (next, keys) = self.scan_keys("*", cursor).await?;
-            if !keys.is_empty() {
-                let mut pipe = Pipeline::with_capacity(keys.len());
-                for key in &keys {
-                    pipe.cmd("MEMORY").arg("USAGE").arg(key);
+        let cluster = self.router.is_cluster();
+        for (node, shards) in self.router.masters().await? {
+            let via = shards[0];
+            let mut server = ServerStats {
+                server: if cluster {
+                    node.name().to_owned()
+                } else {
+                    "standalone".to_owned()
+                },
+                shards: shards.len() as u64,
+                ..ServerStats::default()
+            };
+            let mut cursor = 0;
+            loop {
+                let (next, keys) = self.scan_keys(via, &shards, "*", cursor).await?;
+                if !keys.is_empty() {
+                    let mut pipe = Pipeline::with_capacity(keys.len());
+                    for (_, key) in &keys {
+                        pipe.cmd("MEMORY").arg("USAGE").arg(key);
+                    }
+                    let (sizes, _): (Vec<Option<u64>>, u64) =
+                        self.send(via, |_| pipe.clone().into()).await?;
+                    let bytes = sizes.into_iter().flatten().sum::<u64>();
+                    stats.memory_bytes += bytes;
+                    server.memory_bytes += bytes;
+                    server.keys += keys.len() as u64;
                 }
-                let (session, mut conn) = self.connect().await?;
-                let sizes: Vec<Option<u64>> = self
-                    .round_trip(&session, pipe.query_async(&mut conn))
-                    .await?;
-                stats.memory_bytes += sizes.into_iter().flatten().sum::<u64>();
-            }
-            let mut indexes = Vec::new();
-            for key in keys {
-                stats.keys_visited += 1;
-                match self.keys.kind_of(&key) {
-                    Some("d") => stats.entries += 1,
-                    Some("r") => indexes.push(key),
-                    _ => {}
+                let mut indexes = Vec::new();
+                for (shard, key) in keys {
+                    stats.keys_visited += 1;
+                    match self.router.layout().locate(&key).map(|(_, kind)| kind) {
+                        Some("d") => stats.entries += 1,
+                        Some("r") => indexes.push((shard, key)),
+                        _ => {}
+                    }
                 }
-            }
-            stats.index_keys += indexes.len() as u64;
-            let mut members = Vec::new();
-            self.index_pages(&indexes, |_, page| members.extend(page))
+                stats.index_keys += indexes.len() as u64;
+                let mut members: BTreeMap<usize, Vec<(String, u64)>> = BTreeMap::new();
+                self.index_pages(via, &indexes, |shard, _, page| {
+                    members.entry(shard).or_default().extend(page)
+                })
                 .await?;
-            stats.index_members += members.len() as u64;
-            for chunk in members.chunks(self.batch_size) {
-                let live = self.live(chunk).await?;
-                stats.garbage += live.iter().filter(|l| !**l).count() as u64;
+                for (shard, members) in members {
+                    stats.index_members += members.len() as u64;
+                    for chunk in members.chunks(self.batch_size) {
+                        let live = self.live(shard, chunk).await?;
+                        stats.garbage += live.iter().filter(|l| !**l).count() as u64;
+                    }
+                }
+                progress(&stats);
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
             }
-            progress(&stats);
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
+            stats.servers.push(server);
         }
         Ok(stats)
     }
@@ -192,42 +268,64 @@ impl RedisBackend {
     /// each batch.
     pub async fn prune_with_progress(
         &self,
+        progress: impl FnMut(&PruneReport) + Send,
+    ) -> Result<PruneReport> {
+        let all: Vec<usize> = (0..self.router.layout().len()).collect();
+        self.repair_directories().await?;
+        self.prune_shards(&all, progress).await
+    }
+
+    /// Prunes the indexes of `shards`: on each master, one walk over the keys of the shards
+    /// it serves.
+    pub(super) async fn prune_shards(
+        &self,
+        shards: &[usize],
         mut progress: impl FnMut(&PruneReport) + Send,
     ) -> Result<PruneReport> {
         let mut report = PruneReport::default();
-        let mut cursor = 0u64;
-        loop {
-            let (next, index_keys) = self.scan_keys("r", cursor).await?;
-            report.indexes += index_keys.len() as u64;
-            // Every index goes to the script, even with no member: it also retires indexes
-            // left with nothing but old invalidation marks. Batches hold at most `batch_size`
-            // members, and at most `batch_size` indexes.
-            let mut pages: Vec<(&str, Vec<(String, u64)>)> = Vec::new();
-            self.index_pages(&index_keys, |index, members| pages.push((index, members)))
+        for (_, served) in self.router.masters().await? {
+            let mine: Vec<usize> = served.into_iter().filter(|s| shards.contains(s)).collect();
+            let Some(&via) = mine.first() else {
+                continue;
+            };
+            let mut cursor = 0u64;
+            loop {
+                let (next, index_keys) = self.scan_keys(via, &mine, "r", cursor).await?;
+                report.indexes += index_keys.len() as u64;
+                // Every index goes to the script, even with no member: it also retires
+                // indexes left with nothing but old invalidation marks. Batches hold at most
+                // `batch_size` members, and at most `batch_size` indexes, of one shard.
+                let mut pages: BTreeMap<usize, Vec<(&str, Members)>> = BTreeMap::new();
+                self.index_pages(via, &index_keys, |shard, index, members| {
+                    pages.entry(shard).or_default().push((index, members))
+                })
                 .await?;
-            let mut batch: Vec<(&str, Vec<(String, u64)>)> = Vec::new();
-            let mut batch_members = 0;
-            for (index, members) in pages {
-                report.members += members.len() as u64;
-                if !batch.is_empty()
-                    && (batch_members + members.len() > self.batch_size
-                        || batch.len() >= self.batch_size)
-                {
-                    report.removed += self.prune_batch(&batch).await?;
-                    progress(&report);
-                    batch.clear();
-                    batch_members = 0;
+                for (shard, pages) in pages {
+                    let mut batch: Vec<(&str, Vec<(String, u64)>)> = Vec::new();
+                    let mut batch_members = 0;
+                    for (index, members) in pages {
+                        report.members += members.len() as u64;
+                        if !batch.is_empty()
+                            && (batch_members + members.len() > self.batch_size
+                                || batch.len() >= self.batch_size)
+                        {
+                            report.removed += self.prune_batch(shard, &batch).await?;
+                            progress(&report);
+                            batch.clear();
+                            batch_members = 0;
+                        }
+                        batch_members += members.len();
+                        batch.push((index, members));
+                    }
+                    if !batch.is_empty() {
+                        report.removed += self.prune_batch(shard, &batch).await?;
+                        progress(&report);
+                    }
                 }
-                batch_members += members.len();
-                batch.push((index, members));
-            }
-            if !batch.is_empty() {
-                report.removed += self.prune_batch(&batch).await?;
-                progress(&report);
-            }
-            cursor = next;
-            if cursor == 0 {
-                break;
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
             }
         }
         Ok(report)

@@ -1,5 +1,8 @@
 //! Invalidation on Redis: bounded steps, so that Redis never stalls, however many
-//! dependencies or dependents one call names.
+//! dependencies or dependents one call names; on a cluster, only the shards that hold
+//! dependents (see `docs/cluster.md`).
+//!
+//! In one shard:
 //!
 //! - Dependencies go in chunks of [`DEPS_PER_CHUNK`]. Each chunk starts with `invalidate.lua`,
 //!   which marks the chunk's fence buckets and, when the chunk's indexes hold at most
@@ -10,16 +13,24 @@
 //!   Each batch names only the index keys it touches, and is a sign of life; the last one
 //!   ends the chunk's invalidation (see `fence.lua`).
 //!
-//! A chunk's mark is taken before its snapshot, so a member written after it (a put that
-//! began after this invalidation) is never dropped by it, and a fenced put whose ticket
-//! predates the mark is refused. If a call fails half-way, the dependents not yet dropped
-//! are still in their indexes and calling it again drops them.
+//! A chunk's snapshot generation is taken before its snapshot, so a member written after it
+//! (a put that began after this invalidation) is never dropped by it, and a fenced put whose
+//! ticket predates the mark is refused. If a call fails half-way, the dependents not yet
+//! dropped are still in their indexes and calling it again drops them.
+//!
+//! With several shards, a chunk takes its mark from the ticket counter, starts at each
+//! dependency's home (`home.lua`: mark, and the directory of shards with dependents), runs
+//! the steps above in each of those shards without ending them, takes a final mark, and ends
+//! the invalidation everywhere it started with that mark.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
+use futures_util::future::try_join_all;
+
 use super::keys::fence_bucket;
-use super::scripts::{DROP, INVALIDATE};
+use super::router::Invocation;
+use super::scripts::{DROP, HOME, INVALIDATE};
 use super::{entry, parse_members, RedisBackend};
 use crate::dep::Dep;
 use crate::error::Result;
@@ -36,6 +47,16 @@ const SCANS_PER_ROUND_TRIP: usize = 16;
 /// generation as the entry starts with it (20 digits).
 type Member = (usize, String, String);
 
+/// Where a chunk's marks come from.
+#[derive(Clone, Copy)]
+enum Marks {
+    /// One shard: its own counter is the ticket counter; the chunk ends in its last batch.
+    Own,
+    /// Several shards: this mark, from the ticket counter; the chunk ends later, everywhere
+    /// at once.
+    Given(u64),
+}
+
 impl RedisBackend {
     /// Drops every entry that depends on one of `deps`; returns how many.
     ///
@@ -44,7 +65,12 @@ impl RedisBackend {
     pub(super) async fn invalidate_all(&self, deps: &[Dep]) -> Result<u64> {
         let mut dropped = 0;
         for chunk in deps.chunks(DEPS_PER_CHUNK) {
-            dropped += self.invalidate_chunk(chunk).await?;
+            dropped += if self.router.layout().len() == 1 {
+                let chunk: Vec<&Dep> = chunk.iter().collect();
+                self.invalidate_in_shard(0, &chunk, Marks::Own).await?.0
+            } else {
+                self.invalidate_sharded(chunk).await?
+            };
         }
         Ok(dropped)
     }
@@ -57,28 +83,135 @@ impl RedisBackend {
         ttl::redis_millis(self.timeout.saturating_mul(5).max(Duration::from_secs(1)))
     }
 
-    async fn invalidate_chunk(&self, deps: &[Dep]) -> Result<u64> {
-        let chunk = Chunk {
-            indexes: deps.iter().map(|d| self.keys.index(d)).collect(),
-            buckets: deps.iter().map(fence_bucket).collect(),
-        };
-        let mut invocation = INVALIDATE.prepare_invoke();
-        invocation.key(self.keys.sequence()).key(self.keys.fences());
-        for index in &chunk.indexes {
-            invocation.key(index);
+    /// The next value of the ticket counter (shard 0's generation counter).
+    async fn next_mark(&self) -> Result<u64> {
+        let counter = self.router.layout().shard(0).sequence();
+        let (mark, _) = self
+            .send(0, |_| redis::cmd("INCR").arg(&counter).clone().into())
+            .await?;
+        Ok(mark)
+    }
+
+    /// One chunk on a sharded cache: see the module documentation.
+    async fn invalidate_sharded(&self, deps: &[Dep]) -> Result<u64> {
+        let layout = self.router.layout();
+        let mark = self.next_mark().await?;
+        let mut homes: BTreeMap<usize, Vec<&Dep>> = BTreeMap::new();
+        for dep in deps {
+            homes.entry(layout.home_of(dep)).or_default().push(dep);
         }
-        invocation
-            .arg(self.batch_size)
-            .arg(self.running_deadline())
-            .arg(&chunk.buckets);
-        let (session, mut conn) = self.connect().await?;
-        let (mark, sizes, lists, running): Started = self
-            .round_trip(&session, invocation.invoke_async(&mut conn))
+        let started: Vec<((u8, Vec<Vec<u8>>), u64)> = self
+            .send_all(
+                homes
+                    .iter()
+                    .map(|(&home, deps)| {
+                        let keys = layout.shard(home);
+                        let mut invocation = Invocation::new(&HOME);
+                        invocation.key(keys.incomplete()).key(keys.fences());
+                        for dep in deps {
+                            invocation.key(keys.directory(dep));
+                        }
+                        invocation
+                            .arg(mark)
+                            .arg(self.running_deadline())
+                            .arg(deps.iter().map(|d| fence_bucket(d)).collect::<Vec<_>>());
+                        (home, invocation.into())
+                    })
+                    .collect(),
+            )
+            .await?;
+        // The shards each dependency has dependents in, by the directories (every shard,
+        // for a home whose directories may have lost bits).
+        let mut shards: BTreeMap<usize, Vec<&Dep>> = BTreeMap::new();
+        for ((_, deps), ((incomplete, directories), _)) in homes.iter().zip(&started) {
+            for (dep, bits) in deps.iter().zip(directories) {
+                if *incomplete == 1 {
+                    for shard in 0..layout.len() {
+                        shards.entry(shard).or_default().push(dep);
+                    }
+                } else {
+                    for shard in shards_in(bits, layout.len()) {
+                        shards.entry(shard).or_default().push(dep);
+                    }
+                }
+            }
+        }
+        let visited = try_join_all(
+            shards
+                .iter()
+                .map(|(&shard, deps)| self.invalidate_in_shard(shard, deps, Marks::Given(mark))),
+        )
+        .await?;
+        let dropped = visited.iter().map(|(dropped, _)| dropped).sum();
+        // Every dependent is gone: end the invalidation where it runs, above every ticket
+        // taken meanwhile (those may have read a dependent not yet dropped).
+        let last = self.next_mark().await?;
+        let mut ends: Vec<(usize, &[&Dep])> = homes
+            .iter()
+            .map(|(&home, deps)| (home, deps.as_slice()))
+            .collect();
+        for ((&shard, deps), (_, running)) in shards.iter().zip(&visited) {
+            if *running {
+                ends.push((shard, deps.as_slice()));
+            }
+        }
+        let ends = ends
+            .into_iter()
+            .map(|(shard, deps)| {
+                let keys = layout.shard(shard);
+                let buckets: Vec<u64> = deps.iter().map(|d| fence_bucket(d)).collect();
+                let mut invocation = Invocation::new(&DROP);
+                invocation
+                    .key(keys.sequence())
+                    .key(keys.fences())
+                    .arg(0)
+                    .arg(1)
+                    .arg(self.running_deadline())
+                    .arg(last)
+                    .arg(buckets.len())
+                    .arg(&buckets);
+                (shard, invocation.into())
+            })
+            .collect();
+        let _: Vec<(u64, u64)> = self.send_all(ends).await?;
+        Ok(dropped)
+    }
+
+    /// The steps in one shard; returns how many entries were dropped and, for
+    /// [`Marks::Given`], whether the invalidation still runs there (the caller ends it).
+    async fn invalidate_in_shard(
+        &self,
+        shard: usize,
+        deps: &[&Dep],
+        marks: Marks,
+    ) -> Result<(u64, bool)> {
+        let keys = self.router.layout().shard(shard);
+        let chunk = Chunk {
+            shard,
+            indexes: deps.iter().map(|d| keys.index(d)).collect(),
+            buckets: deps.iter().map(|d| fence_bucket(d)).collect(),
+            marks,
+        };
+        let ((snapshot, sizes, lists, running), _): (Started, u64) = self
+            .send(shard, |_| {
+                let mut invocation = Invocation::new(&INVALIDATE);
+                invocation.key(keys.sequence()).key(keys.fences());
+                for index in &chunk.indexes {
+                    invocation.key(index);
+                }
+                invocation.arg(self.batch_size).arg(self.running_deadline());
+                match marks {
+                    Marks::Own => invocation.arg(""),
+                    Marks::Given(mark) => invocation.arg(mark),
+                };
+                invocation.arg(&chunk.buckets);
+                invocation.into()
+            })
             .await?;
         if running == 0 {
-            return Ok(0); // no dependents: finished in that one round trip
+            return Ok((0, false)); // no dependents: finished in that one round trip
         }
-        match lists {
+        let dropped = match lists {
             // Small: the snapshot came with the mark; one more round trip drops it all.
             Some(lists) => {
                 let batch: Vec<Member> = lists
@@ -92,16 +225,18 @@ impl RedisBackend {
                             })
                     })
                     .collect();
-                self.drop_batch(&chunk, &batch, true).await
+                self.drop_batch(&chunk, &batch, true).await?
             }
-            None => self.drop_scanned(&chunk, &sizes, mark).await,
-        }
+            None => self.drop_scanned(&chunk, &sizes, snapshot).await?,
+        };
+        Ok((dropped, matches!(marks, Marks::Given(_))))
     }
 
     /// Walks the indexes (those with members) in pipelined `HSCAN` rounds and drops what
-    /// they held before `mark`, one batch at a time; the last batch ends the invalidation.
+    /// they held before `snapshot`, one batch at a time; the last batch ends the
+    /// invalidation.
     /// Scanning a hash while members leave it still returns every member that stays.
-    async fn drop_scanned(&self, chunk: &Chunk, sizes: &[u64], mark: u64) -> Result<u64> {
+    async fn drop_scanned(&self, chunk: &Chunk, sizes: &[u64], snapshot: u64) -> Result<u64> {
         let mut pending: VecDeque<(usize, u64)> = sizes
             .iter()
             .enumerate()
@@ -117,10 +252,10 @@ impl RedisBackend {
             let scans = round
                 .iter()
                 .map(|(position, cursor)| (chunk.indexes[*position].as_str(), *cursor));
-            let pages = self.scan_pages(scans).await?;
+            let pages = self.scan_pages(chunk.shard, scans).await?;
             for ((position, _), (next, members)) in round.into_iter().zip(pages) {
                 for (key, generation) in members {
-                    if generation < mark {
+                    if generation < snapshot {
                         batch.push((position, key, entry::generation_text(generation)));
                     }
                 }
@@ -138,42 +273,75 @@ impl RedisBackend {
     }
 
     /// Drops one batch of members atomically (`drop.lua`), naming only the indexes it
-    /// touches; with `finish`, ends the chunk's invalidation in the same step.
-    async fn drop_batch(&self, chunk: &Chunk, batch: &[Member], finish: bool) -> Result<u64> {
+    /// touches; with `last` and [`Marks::Own`], ends the chunk's invalidation in the same
+    /// step (with [`Marks::Given`] the caller ends it, and the batch is a sign of life).
+    async fn drop_batch(&self, chunk: &Chunk, batch: &[Member], last: bool) -> Result<u64> {
+        let keys = self.router.layout().shard(chunk.shard);
+        let finish = last && matches!(chunk.marks, Marks::Own);
         // Positions in the chunk -> positions among the touched indexes (1-based in Lua).
         let mut touched: Vec<usize> = batch.iter().map(|(position, _, _)| *position).collect();
         touched.sort_unstable();
         touched.dedup();
-        let mut invocation = DROP.prepare_invoke();
-        invocation.key(self.keys.sequence()).key(self.keys.fences());
-        for &position in &touched {
-            invocation.key(&chunk.indexes[position]);
-        }
-        invocation
-            .arg(touched.len())
-            .arg(u8::from(finish))
-            .arg(self.running_deadline())
-            .arg(chunk.buckets.len())
-            .arg(&chunk.buckets);
-        for (position, key, generation) in batch {
-            let local = touched
-                .binary_search(position)
-                .expect("touched holds every position");
-            invocation.key(self.keys.data(key));
-            invocation.arg(local + 1).arg(key).arg(generation);
-        }
-        let (session, mut conn) = self.connect().await?;
-        self.round_trip(&session, invocation.invoke_async(&mut conn))
-            .await
+        let (dropped, _) = self
+            .send(chunk.shard, |_| {
+                let mut invocation = Invocation::new(&DROP);
+                invocation.key(keys.sequence()).key(keys.fences());
+                for &position in &touched {
+                    invocation.key(&chunk.indexes[position]);
+                }
+                invocation
+                    .arg(touched.len())
+                    .arg(u8::from(finish))
+                    .arg(self.running_deadline())
+                    .arg("")
+                    .arg(chunk.buckets.len())
+                    .arg(&chunk.buckets);
+                for (position, key, generation) in batch {
+                    let local = touched
+                        .binary_search(position)
+                        .expect("touched holds every position");
+                    invocation.key(keys.data(key));
+                    invocation.arg(local + 1).arg(key).arg(generation);
+                }
+                invocation.into()
+            })
+            .await?;
+        Ok(dropped)
     }
 }
 
-/// What `invalidate.lua` returns: the mark, each index's size, the members of every index
-/// (flat `HGETALL` replies) when they are few, and whether the invalidation still runs.
+/// The shards set in a directory bitmap (`SETBIT` order: bit 0 is the first byte's highest).
+fn shards_in(bits: &[u8], shards: usize) -> impl Iterator<Item = usize> + '_ {
+    (0..shards).filter(move |s| {
+        bits.get(s / 8)
+            .is_some_and(|byte| byte & (0x80 >> (s % 8)) != 0)
+    })
+}
+
+/// What `invalidate.lua` returns: the snapshot generation, each index's size, the members of
+/// every index (flat `HGETALL` replies) when they are few, and whether the invalidation still
+/// runs.
 type Started = (u64, Vec<u64>, Option<Vec<Vec<Vec<u8>>>>, u8);
 
-/// The dependencies one `invalidate.lua` handles: their index keys and fence buckets.
+/// The dependencies one `invalidate.lua` handles in one shard: their index keys and fence
+/// buckets, and where the marks come from.
 struct Chunk {
+    shard: usize,
     indexes: Vec<String>,
     buckets: Vec<u64>,
+    marks: Marks,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shards_in;
+
+    #[test]
+    fn directory_bits_are_read_in_setbit_order() {
+        // SETBIT d 0 1, SETBIT d 9 1, SETBIT d 15 1 -> 0x80 0x41
+        let bits = [0x80u8, 0x41];
+        assert_eq!(shards_in(&bits, 16).collect::<Vec<_>>(), [0, 9, 15]);
+        assert_eq!(shards_in(&bits, 9).collect::<Vec<_>>(), [0]);
+        assert_eq!(shards_in(&[], 8).count(), 0);
+    }
 }

@@ -5,18 +5,26 @@
 //! {<prefix>}:r:<dep>     hash: the reverse index of one dependency  <key> = generation
 //! {<prefix>}:f           hash: the fence table, bucket -> generation at which the last
 //!                        invalidation of a dependency in that bucket began
+//! {<prefix>}:h:<dep>     string: with several shards, the directory of <dep> in its home
+//!                        shard: a bitmap of the shards that hold dependents of it
+//! {<prefix>}:i           string: with several shards, set while the shard's directories may
+//!                        have lost bits (a new epoch), until a repair pass rebuilt them
 //! {<prefix>}:l:<key>     string: the lease on computing <key>, with a TTL
 //! {<prefix>}:s           string: the prefix's generation counter
-//! {<prefix>}:e           string: the epoch (random), renewed when the prefix's state is lost
+//! {<prefix>}:e           string: the epoch "<floor> <run id>", renewed when the state is lost
+//! {<prefix>}:g           string: the ticket floor: fenced puts with older tickets are refused
 //! {<prefix>}:p           string: held (with a TTL) by the process running the periodic prune
 //! ```
 //!
 //! The prefix is the Redis Cluster hash tag, so every key of one cache lives in one slot and a
 //! script may touch any of them atomically; separate prefixes spread over the cluster. Inside
 //! the braces the prefix is escaped (`%` → `%25`, `{` → `%7B`, `}` → `%7D`), so the first `}`
-//! always ends it: no prefix and key can produce another prefix's key (the original let prefix
+//! always ends it, and `#` → `%23`, so a sharded tag `{<prefix>#<n>}` is no other prefix's
+//! tag: no prefix and key can produce another prefix's key (the original let prefix
 //! `a` read prefix `a::data`'s entries). What follows the type letter is the key or the
 //! dependency text verbatim, which is unambiguous because it runs to the end.
+
+use std::collections::HashMap;
 
 use crate::dep::Dep;
 use crate::error::{Error, Result};
@@ -27,13 +35,18 @@ use crate::error::{Error, Result};
 /// about 70 bytes each once used.
 pub(crate) const FENCE_BUCKETS: u64 = 16_384;
 
-/// The fence bucket of `dep`: FNV-1a of its text, mixed with MurmurHash3's finalizer (FNV's
-/// low bits alone spread ids that differ in their last digits poorly). Every process and
-/// version must agree on it, so it is spelled out here rather than taken from a hasher whose
-/// output may change.
+/// The fence bucket of `dep`.
 pub(crate) fn fence_bucket(dep: &Dep) -> u64 {
+    stable_hash(dep.as_str().as_bytes()) % FENCE_BUCKETS
+}
+
+/// FNV-1a of `bytes`, mixed with MurmurHash3's finalizer (FNV's low bits alone spread ids
+/// that differ in their last digits poorly). Every process and version must agree on fence
+/// buckets and shards, so it is spelled out here rather than taken from a hasher whose output
+/// may change.
+pub(crate) fn stable_hash(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in dep.as_str().bytes() {
+    for &byte in bytes {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
@@ -42,7 +55,158 @@ pub(crate) fn fence_bucket(dep: &Dep) -> u64 {
     hash ^= hash >> 33;
     hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     hash ^= hash >> 33;
-    hash % FENCE_BUCKETS
+    hash
+}
+
+/// The hash slots of a Redis Cluster.
+pub(crate) const SLOTS: u16 = 16_384;
+
+/// The most shards a cache may have: each gets its own range of at least 16 slots.
+pub(crate) const MAX_SHARDS: u16 = 1_024;
+
+/// The Redis Cluster slot of `key`: CRC16 (XMODEM) of its hash tag (the bytes between the
+/// first `{` and the next `}`, when there are any), else of the whole key.
+pub(crate) fn slot(key: &[u8]) -> u16 {
+    let hashed = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            let close = rest.iter().position(|&b| b == b'}')?;
+            (close > 0).then(|| &rest[..close])
+        })
+        .unwrap_or(key);
+    crc16::State::<crc16::XMODEM>::calculate(hashed) % SLOTS
+}
+
+/// `text` with glob's special characters escaped.
+fn glob_escape(text: &str) -> String {
+    let mut p = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p
+}
+
+/// `<tag pattern>:<kind>:*`, or `<tag pattern>:*` for every kind (`"*"`).
+fn pattern(tag_pattern: &str, kind: &str) -> String {
+    let mut p = format!("{tag_pattern}:{kind}");
+    if kind != "*" {
+        p.push_str(":*");
+    }
+    p
+}
+
+/// Where the keys of a cache live: `S` shards, each a [`KeySpace`] with its own hash tag.
+///
+/// An entry lives in the shard of its key; a dependency's directory in its *home* shard (see
+/// `docs/cluster.md`). With one shard the tag is `{<prefix>}`, the layout of a standalone
+/// server since the first version. With more, shard `s` gets the tag `{<prefix>#<n>}` with the
+/// smallest `n` whose slot falls in the `s`-th of `S` equal slot ranges, so the shards spread
+/// evenly over the masters of a cluster whatever the prefix, and every process computes the
+/// same tags.
+#[derive(Clone, Debug)]
+pub(crate) struct Layout {
+    shards: Vec<KeySpace>,
+    /// Each shard's number by its tag.
+    by_tag: HashMap<String, usize>,
+}
+
+impl Layout {
+    /// The layout of `prefix` over `shards` shards (1 to [`MAX_SHARDS`]).
+    pub(crate) fn new(prefix: &str, shards: u16) -> Result<Self> {
+        if shards == 0 || shards > MAX_SHARDS {
+            return Err(Error::InvalidConfig(
+                "the number of shards must be between 1 and 1024",
+            ));
+        }
+        let single = KeySpace::new(prefix)?;
+        if shards == 1 {
+            return Ok(Layout::of(vec![single]));
+        }
+        let escaped = &single.tag[1..single.tag.len() - 1];
+        let width = u32::from(SLOTS);
+        let count = u32::from(shards);
+        let tags = (0..count)
+            .map(|s| {
+                let (low, high) = (s * width / count, (s + 1) * width / count);
+                (0u64..)
+                    .map(|n| format!("{{{escaped}#{n}}}"))
+                    .find(|tag| (low..high).contains(&u32::from(slot(tag.as_bytes()))))
+                    .map(|tag| KeySpace { tag })
+                    .expect("every slot range is reached by some tag")
+            })
+            .collect();
+        Ok(Layout::of(tags))
+    }
+
+    fn of(shards: Vec<KeySpace>) -> Self {
+        let by_tag = shards
+            .iter()
+            .enumerate()
+            .map(|(s, keys)| (keys.tag.clone(), s))
+            .collect();
+        Layout { shards, by_tag }
+    }
+
+    /// A `SCAN MATCH` pattern for the keys of one type (`"d"`, `"r"`, or `"*"` for all) in
+    /// every shard.
+    pub(crate) fn pattern(&self, kind: &str) -> String {
+        match self.shards.as_slice() {
+            [single] => single.pattern(kind),
+            shards => {
+                // `{<prefix>#<n>}`: the prefix part of the first tag, then any shard number.
+                let tag = &shards[0].tag;
+                let base = &tag[..tag.rfind('#').expect("a sharded tag") + 1];
+                pattern(&format!("{}*}}", glob_escape(base)), kind)
+            }
+        }
+    }
+
+    /// The shard a Redis key of this cache belongs to, and its type letter (`d`, `r`, ...).
+    pub(crate) fn locate<'a>(&self, redis_key: &'a str) -> Option<(usize, &'a str)> {
+        let tag = &redis_key[..=redis_key.find('}')?];
+        let shard = *self.by_tag.get(tag)?;
+        Some((shard, self.shards[shard].kind_of(redis_key)?))
+    }
+
+    /// The number of shards.
+    pub(crate) fn len(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The keys of shard `s`.
+    pub(crate) fn shard(&self, s: usize) -> &KeySpace {
+        &self.shards[s]
+    }
+
+    /// Every shard, in order.
+    #[cfg(test)]
+    pub(crate) fn shards(&self) -> &[KeySpace] {
+        &self.shards
+    }
+
+    /// The shard that holds the entry under `key`.
+    pub(crate) fn shard_of(&self, key: &str) -> usize {
+        self.pick(key.as_bytes())
+    }
+
+    /// The home shard of `dep`: where its directory lives.
+    pub(crate) fn home_of(&self, dep: &Dep) -> usize {
+        self.pick(dep.as_str().as_bytes())
+    }
+
+    fn pick(&self, bytes: &[u8]) -> usize {
+        if self.shards.len() == 1 {
+            return 0;
+        }
+        // Another hash than the fence bucket's low bits: the shard and the bucket of a
+        // dependency must not be correlated. (`as usize` keeps the value: it is < 1024.)
+        (stable_hash(bytes).rotate_right(32) % self.shards.len() as u64) as usize
+    }
 }
 
 /// Builds and parses the Redis keys of one prefix.
@@ -64,6 +228,8 @@ impl KeySpace {
                 '%' => tag.push_str("%25"),
                 '{' => tag.push_str("%7B"),
                 '}' => tag.push_str("%7D"),
+                // `#` separates a sharded prefix from its shard number.
+                '#' => tag.push_str("%23"),
                 c => tag.push(c),
             }
         }
@@ -91,6 +257,12 @@ impl KeySpace {
         self.key("r", dep.as_str())
     }
 
+    /// The directory of `dep` in its home shard: a bitmap of the shards that hold dependents
+    /// of it (sharded caches: see `docs/cluster.md`).
+    pub(crate) fn directory(&self, dep: &Dep) -> String {
+        self.key("h", dep.as_str())
+    }
+
     /// The lease on computing the entry under `key` (read-through across processes).
     pub(crate) fn lease(&self, key: &str) -> String {
         self.key("l", key)
@@ -112,6 +284,18 @@ impl KeySpace {
         format!("{}:e", self.tag)
     }
 
+    /// The ticket floor: fenced puts with an older ticket are refused in this shard (see
+    /// `epoch.lua`).
+    pub(crate) fn ticket_floor(&self) -> String {
+        format!("{}:g", self.tag)
+    }
+
+    /// Set while this shard's directories may have lost bits (sharded caches: see
+    /// `epoch.lua` and `repair.rs`).
+    pub(crate) fn incomplete(&self) -> String {
+        format!("{}:i", self.tag)
+    }
+
     /// The lock that lets one process at a time run the periodic prune.
     pub(crate) fn prune_lock(&self) -> String {
         format!("{}:p", self.tag)
@@ -125,19 +309,7 @@ impl KeySpace {
 
     /// A `SCAN MATCH` pattern for the keys of one type (`"d"`, `"r"`), or all of them (`"*"`).
     pub(crate) fn pattern(&self, kind: &str) -> String {
-        let mut p = String::new();
-        for c in self.tag.chars() {
-            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-                p.push('\\');
-            }
-            p.push(c);
-        }
-        p.push(':');
-        p.push_str(kind);
-        if kind != "*" {
-            p.push_str(":*");
-        }
-        p
+        pattern(&glob_escape(&self.tag), kind)
     }
 
     /// The dependency whose index is `redis_key`, if it is an index key of this prefix.
@@ -193,6 +365,68 @@ mod tests {
             "{} buckets for 10,000 dependencies",
             used.len()
         );
+    }
+
+    #[test]
+    fn slots_follow_the_cluster_spec() {
+        // Examples from the Redis Cluster specification and `CLUSTER KEYSLOT`.
+        assert_eq!(slot(b"123456789"), 0x31C3);
+        assert_eq!(slot(b"foo"), 12182);
+        assert_eq!(slot(b"{user1000}.following"), slot(b"user1000"));
+        assert_eq!(slot(b"foo{}{bar}"), slot(b"foo{}{bar}"));
+        assert_ne!(slot(b"foo{}{bar}"), slot(b"bar"));
+        assert_eq!(slot(b"foo{{bar}}zap"), slot(b"{bar"));
+    }
+
+    #[test]
+    fn one_shard_keeps_the_standalone_layout() {
+        let layout = Layout::new("cache", 1).unwrap();
+        assert_eq!(layout.shard(0), &KeySpace::new("cache").unwrap());
+        assert_eq!(layout.pattern("r"), "{cache}:r:*");
+        assert_eq!(layout.locate("{cache}:d:k:1"), Some((0, "d")));
+        assert_eq!(layout.locate("{cache#1}:d:k"), None);
+        assert_eq!(layout.shard_of("anything"), 0);
+        assert!(matches!(
+            Layout::new("cache", 0),
+            Err(Error::InvalidConfig(_))
+        ));
+        assert!(matches!(
+            Layout::new("cache", 1025),
+            Err(Error::InvalidConfig(_))
+        ));
+    }
+
+    #[test]
+    fn shards_spread_evenly_over_the_slots() {
+        for (prefix, shards) in [("cache", 128u16), ("a}b{%", 3), ("x", 1024)] {
+            let layout = Layout::new(prefix, shards).unwrap();
+            assert_eq!(layout.len(), usize::from(shards));
+            for (s, keys) in layout.shards().iter().enumerate() {
+                let slot = u32::from(slot(keys.sequence().as_bytes()));
+                let (s, count) = (s as u32, u32::from(shards));
+                assert!(slot >= s * 16_384 / count && slot < (s + 1) * 16_384 / count);
+            }
+        }
+        let layout = Layout::new("a*#", 8).unwrap();
+        assert_eq!(layout.pattern("d"), r"{a\*%23#*}:d:*");
+        let data = layout.shard(5).data("x}y");
+        assert_eq!(layout.locate(&data), Some((5, "d")));
+        assert_eq!(layout.locate("{a*%23#99999}:d:x"), None);
+        // Pinned: every process and version must compute the same tags.
+        let layout = Layout::new("cache", 128).unwrap();
+        assert_eq!(layout.shard(0).sequence(), "{cache#352}:s"); // CLUSTER KEYSLOT: 85
+        assert_eq!(layout.shard_of("article:1"), 75);
+    }
+
+    #[test]
+    fn keys_spread_over_the_shards() {
+        let layout = Layout::new("cache", 64).unwrap();
+        let mut counts = vec![0u32; 64];
+        for i in 0..64_000 {
+            counts[layout.shard_of(&format!("article:{i}:html"))] += 1;
+        }
+        let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        assert!(*min > 800 && *max < 1_200, "{min}..{max} keys per shard");
     }
 
     #[test]

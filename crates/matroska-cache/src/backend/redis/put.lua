@@ -1,32 +1,38 @@
--- Stores one entry and registers it in the index of each of its dependencies, atomically:
--- there is no instant where the entry exists without its index members or the reverse.
--- With a ticket (ARGV[5] not empty) it is a *fenced* put: it stores only if none of the
--- dependencies was invalidated after the ticket was taken, nor is being invalidated now (the
--- "stale set" of a value computed from data older than an invalidation; see fence.lua), and
--- it releases the caller's lease in the same step.
+-- Stores one entry and registers it in its shard's slice of the index of each of its
+-- dependencies, atomically: there is no instant where the entry exists without its index
+-- members or the reverse. With a ticket (ARGV[7] not empty) it is a *fenced* put: it stores
+-- only if none of the dependencies was invalidated after the ticket was taken, nor is being
+-- invalidated now (the "stale set" of a value computed from data older than an
+-- invalidation; see fence.lua), and it releases the caller's lease in the same step.
 --
--- KEYS[1]      the prefix's generation counter
--- KEYS[2]      the prefix's epoch (see epoch.lua)
+-- KEYS[1]      the shard's generation counter
+-- KEYS[2]      the shard's epoch (see epoch.lua)
 -- KEYS[3]      the entry (a string: see entry.rs)
--- KEYS[4]      the prefix's fence table (see invalidate.lua)
--- KEYS[5..]    the index hash of each dependency, then, only for a fenced put:
--- KEYS[#KEYS]  the key's lease
+-- KEYS[4]      the shard's fence table (see fence.lua)
+-- KEYS[5]      the key's lease
+-- KEYS[6]      the shard's ticket floor (see epoch.lua)
+-- KEYS[7..6+n] this shard's index hash of each dependency (n = ARGV[5])
+-- KEYS[7+n..]  the directory of each dependency whose home is this shard (sharded caches:
+--              see docs/cluster.md)
 -- ARGV[1]      the cache key (the member name in each index)
 -- ARGV[2]      TTL in milliseconds
 -- ARGV[3]      the entry after its generation: format tag, dependency list, value
--- ARGV[4]      the epoch floor of the caller's connection
--- ARGV[5..9]   only for a fenced put (else ARGV[5] is ''):
--- ARGV[5]      the ticket's generation
--- ARGV[6]      the ticket's time (ms)
--- ARGV[7]      the maximum ticket age (ms)
--- ARGV[8]      the lease holder's token, or ''
--- ARGV[9]      the ticket's epoch floor
--- ARGV[10..]   the fence bucket of each dependency
+-- ARGV[4]      the shard's epoch floor on the caller's connection
+-- ARGV[5]      n
+-- ARGV[6]      this shard's number, set in the directories
+-- ARGV[7..11]  only for a fenced put (else ARGV[7] is ''):
+-- ARGV[7]      the ticket (a value of the cache's ticket counter)
+-- ARGV[8]      the ticket's time (ms)
+-- ARGV[9]      the maximum ticket age (ms)
+-- ARGV[10]     the lease holder's token, or ''
+-- ARGV[11]     unused
+-- ARGV[12..]   the fence bucket of each dependency
 --
--- Returns 1 if stored, 0 if a dependency was invalidated, -1 if the ticket is too old or from
--- an earlier epoch (the prefix's state was lost since, marks included). Fails with EPOCH if
--- the caller's connection handshook another epoch (the prefix was flushed): the caller
--- reconnects and retries, and the counter is never used below the floor.
+-- Returns 1 if stored, 0 if a dependency was invalidated, -1 if the ticket is too old or
+-- older than the shard's ticket floor (the shard's state, marks included, was lost since it
+-- was taken). Fails with EPOCH if
+-- the caller's connection handshook another epoch (the shard was flushed): the caller
+-- handshakes again and retries, and the counter is never used below the floor.
 --
 -- Members the previous entry left in other indexes are not removed here (their keys are not
 -- known without a read first): they name the old generation, so no invalidation or prune ever
@@ -35,33 +41,35 @@
 local epoch = redis.call('GET', KEYS[2])
 local floor = epoch and string.match(epoch, '^(%d+) ')
 if floor ~= ARGV[4] then
-    return redis.error_reply('EPOCH the prefix is in another epoch; reconnect')
+    return redis.error_reply('EPOCH the shard is in another epoch; reconnect')
 end
-local fenced = ARGV[5] ~= ''
-local last = #KEYS -- the last index
-if fenced then
-    last = #KEYS - 1
-    local lease = KEYS[#KEYS]
+local n = tonumber(ARGV[5])
+if ARGV[7] ~= '' then
     local now = now_ms()
-    if ARGV[8] ~= '' and redis.call('GET', lease) == ARGV[8] then
-        redis.call('DEL', lease)
+    if ARGV[10] ~= '' and redis.call('GET', KEYS[5]) == ARGV[10] then
+        redis.call('DEL', KEYS[5])
     end
-    if now - tonumber(ARGV[6]) > tonumber(ARGV[7]) or ARGV[9] ~= floor then
+    local ticket_floor = tonumber(redis.call('GET', KEYS[6]) or '')
+    if now - tonumber(ARGV[8]) > tonumber(ARGV[9]) or not ticket_floor
+        or tonumber(ARGV[7]) < ticket_floor then
         return -1
     end
-    if #ARGV >= 10 then
-        local ticket = tonumber(ARGV[5])
-        for _, state in ipairs(fence_get(KEYS[4], distinct(10, #ARGV - 9), now)) do
+    if #ARGV >= 12 then
+        local ticket = tonumber(ARGV[7])
+        for _, state in ipairs(fence_get(KEYS[4], distinct(12, #ARGV - 11), now)) do
             if state[1] > ticket or state[2] > 0 then
                 return 0
             end
         end
     end
 end
+for i = 7 + n, #KEYS do
+    redis.call('SETBIT', KEYS[i], ARGV[6], 1)
+end
 local gen = redis.call('INCR', KEYS[1])
 redis.call('SET', KEYS[3], string.format('%020d', gen) .. ARGV[3], 'PX', ARGV[2])
 gen = string.format('%d', gen)
-for i = 5, last do
+for i = 7, 6 + n do
     redis.call('HSET', KEYS[i], ARGV[1], gen)
 end
 return 1

@@ -1,5 +1,5 @@
-//! The Lua scripts, each a `.lua` file beside this one, loaded once and invoked by SHA (redis-rs
-//! loads a script again when the server answers `NOSCRIPT`, after a restart or a flush).
+//! The Lua scripts, each a `.lua` file beside this one, invoked by SHA (and loaded on a server
+//! that answers `NOSCRIPT`: a new or restarted master; see `router.rs`).
 //!
 //! The scripts that read or write the fence table get `fence.lua` prepended, so the table's
 //! format is spelled out once.
@@ -31,11 +31,22 @@ pub(super) static INVALIDATE: LazyLock<Script> =
     LazyLock::new(|| with_fences(include_str!("invalidate.lua")));
 /// Drops a batch of an invalidation, and ends it: `drop.lua`.
 pub(super) static DROP: LazyLock<Script> = LazyLock::new(|| with_fences(include_str!("drop.lua")));
+/// Starts an invalidation at a dependency's home shard: `home.lua`.
+pub(super) static HOME: LazyLock<Script> = LazyLock::new(|| with_fences(include_str!("home.lua")));
+/// Registers a fenced put at its dependencies' home shards: `register.lua`.
+pub(super) static REGISTER: LazyLock<Script> =
+    LazyLock::new(|| with_fences(include_str!("register.lua")));
 /// Removes index members whose entries are gone: `prune.lua`.
 pub(super) static PRUNE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("prune.lua")));
 /// An entry's header and dependency list: `deps.lua`.
 pub(super) static DEPS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("deps.lua")));
+/// Ends a shard's "directories incomplete" mark after a repair: `repaired.lua`.
+pub(super) static REPAIRED: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("repaired.lua")));
+/// Sets a shard's ticket floor after a new epoch: `ticket_floor.lua`.
+pub(super) static TICKET_FLOOR: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("ticket_floor.lua")));
 /// The connection handshake: `epoch.lua`.
 pub(super) static EPOCH: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("epoch.lua")));

@@ -17,7 +17,9 @@ use tokio_rustls::TlsConnector;
 
 use crate::error::{Error, Result};
 
-/// How to open TLS streams: the trusted roots and the provider, once per backend.
+/// How to open TLS streams: the trusted roots and the provider, once per backend (clones
+/// share them: one per server of a cluster).
+#[derive(Clone)]
 pub(crate) struct Tls {
     connector: TlsConnector,
 }

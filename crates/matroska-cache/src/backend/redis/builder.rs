@@ -1,0 +1,265 @@
+//! Configuring and connecting a [`RedisBackend`], on one server or a Redis Cluster.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::try_join_all;
+use redis::IntoConnectionInfo;
+use tracing::debug;
+
+use super::keys::Layout;
+use super::router::{Router, RouterSettings};
+use super::{RedisBackend, DEFAULT_AUTO_PRUNE, DEFAULT_BATCH_SIZE, DEFAULT_TIMEOUT};
+use crate::backend::DEFAULT_MAX_TICKET_AGE;
+use crate::error::{Error, Result};
+
+/// The default number of shards on a Redis Cluster: enough for every master of a cluster of
+/// up to about 40 to serve at least three (see `docs/cluster.md`).
+pub const DEFAULT_CLUSTER_SHARDS: u16 = 128;
+
+/// Configures and connects a [`RedisBackend`].
+#[derive(Debug)]
+#[must_use]
+pub struct RedisBackendBuilder {
+    urls: Vec<String>,
+    cluster: bool,
+    prefix: String,
+    shards: Option<u16>,
+    timeout: Duration,
+    connect_timeout: Duration,
+    batch_size: usize,
+    max_ticket_age: Duration,
+    check_eviction_policy: bool,
+    auto_prune: Option<Duration>,
+    #[cfg(feature = "tls")]
+    tls_root_certificate: Option<Vec<u8>>,
+}
+
+impl RedisBackend {
+    /// A builder for one server at `url` (`redis://[user:password@]host[:port][/db]`) and
+    /// `prefix`, under which every key of this cache lives.
+    pub fn builder(url: &str, prefix: &str) -> RedisBackendBuilder {
+        RedisBackendBuilder::new(vec![url.to_owned()], false, prefix)
+    }
+
+    /// A builder for a Redis Cluster reachable at any of `nodes` (`redis://host:port/` each;
+    /// one is enough, the others are tried when it is down), and `prefix`. The cache is
+    /// split into [`DEFAULT_CLUSTER_SHARDS`] shards spread over the masters
+    /// ([`shards`](RedisBackendBuilder::shards) changes it).
+    ///
+    /// ```no_run
+    /// use matroska_cache::{MatroskaCache, RedisBackend};
+    ///
+    /// # async fn demo() -> Result<(), matroska_cache::Error> {
+    /// let nodes = ["redis://10.0.0.1:6379/", "redis://10.0.0.2:6379/"];
+    /// let backend = RedisBackend::cluster_builder(nodes, "cache").shards(128).build().await?;
+    /// let cache = MatroskaCache::new(backend);
+    /// # Ok(()) }
+    /// ```
+    pub fn cluster_builder(
+        nodes: impl IntoIterator<Item = impl AsRef<str>>,
+        prefix: &str,
+    ) -> RedisBackendBuilder {
+        let urls = nodes.into_iter().map(|n| n.as_ref().to_owned()).collect();
+        RedisBackendBuilder::new(urls, true, prefix)
+    }
+}
+
+impl RedisBackendBuilder {
+    fn new(urls: Vec<String>, cluster: bool, prefix: &str) -> Self {
+        RedisBackendBuilder {
+            urls,
+            cluster,
+            prefix: prefix.to_owned(),
+            shards: None,
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: Duration::from_secs(2),
+            batch_size: DEFAULT_BATCH_SIZE,
+            max_ticket_age: DEFAULT_MAX_TICKET_AGE,
+            check_eviction_policy: true,
+            auto_prune: Some(DEFAULT_AUTO_PRUNE),
+            #[cfg(feature = "tls")]
+            tls_root_certificate: None,
+        }
+    }
+
+    /// Trust this root certificate (PEM) for `rediss://` connections instead of the
+    /// platform's roots: for servers with a private certificate authority.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_certificate = Some(pem.into());
+        self
+    }
+
+    /// How `rediss://` connections are made: with the root certificate given, or the
+    /// platform's. Plain URLs need nothing.
+    #[cfg(feature = "tls")]
+    fn tls(&self) -> Result<Option<super::tls::Tls>> {
+        if !self.urls.iter().any(|url| url.starts_with("rediss:")) {
+            return Ok(None);
+        }
+        super::tls::Tls::new(self.tls_root_certificate.as_deref()).map(Some)
+    }
+
+    /// Into how many shards (1 to 1,024) the cache is split, each with its own hash tag.
+    /// Default: 1 on one server, [`DEFAULT_CLUSTER_SHARDS`] on a cluster. Every process
+    /// sharing the prefix must use the same number; changing it starts the cache cold.
+    pub fn shards(mut self, shards: u16) -> Self {
+        self.shards = Some(shards);
+        self
+    }
+
+    /// How long one operation may take, including its retries while a cluster fails over
+    /// or moves slots, before it fails with [`Error::Timeout`] (default [`DEFAULT_TIMEOUT`]).
+    /// A long invalidation is many operations, each bounded.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How long connecting (and each reconnect attempt) may take (default 2 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How many index members one atomic batch of an invalidation or prune handles
+    /// (default [`DEFAULT_BATCH_SIZE`]). Larger batches are faster and block Redis longer.
+    pub fn batch_size(mut self, members: usize) -> Self {
+        self.batch_size = members;
+        self
+    }
+
+    /// How old a ticket may be when its fenced put runs (default
+    /// [`DEFAULT_MAX_TICKET_AGE`]): a longer computation is not cached.
+    pub fn max_ticket_age(mut self, age: Duration) -> Self {
+        self.max_ticket_age = age;
+        self
+    }
+
+    /// How often a background task prunes the dependency index (default
+    /// [`DEFAULT_AUTO_PRUNE`]), or `None` for never (then call
+    /// [`MatroskaCache::prune`](crate::MatroskaCache::prune) yourself, or run `matroska prune`).
+    ///
+    /// Of all processes sharing the prefix, one at a time prunes (a lock key in Redis with the
+    /// interval as its TTL). The task ends when the last clone of the backend is dropped.
+    pub fn auto_prune(mut self, every: Option<Duration>) -> Self {
+        self.auto_prune = every;
+        self
+    }
+
+    /// Skip reading `maxmemory-policy` at connect, for servers that deny `CONFIG GET`.
+    ///
+    /// Only call this if you know the policy is `noeviction` or `volatile-*`: under an
+    /// `allkeys-*` policy Redis may evict an index and invalidations are lost.
+    pub fn assume_safe_eviction_policy(mut self) -> Self {
+        self.check_eviction_policy = false;
+        self
+    }
+
+    /// Connects, checks the server's version and eviction policy (on every master of a
+    /// cluster), and returns the backend.
+    ///
+    /// Fails promptly with [`Error::InvalidUrl`], [`Error::Redis`] or [`Error::Timeout`] if a
+    /// URL is malformed or no server is reachable, and with
+    /// [`Error::UnsafeEvictionPolicy`] if Redis could evict indexes.
+    pub async fn build(self) -> Result<RedisBackend> {
+        let shards = self.shards.unwrap_or(if self.cluster {
+            DEFAULT_CLUSTER_SHARDS
+        } else {
+            1
+        });
+        let layout = Layout::new(&self.prefix, shards)?;
+        if self.batch_size == 0 {
+            return Err(Error::InvalidConfig("batch_size must be at least 1"));
+        }
+        if self.timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err(Error::InvalidConfig("timeouts must be above zero"));
+        }
+        if self.urls.is_empty() {
+            return Err(Error::InvalidConfig("no Redis URL given"));
+        }
+        let seeds = self
+            .urls
+            .iter()
+            .map(|url| {
+                url.as_str()
+                    .into_connection_info()
+                    .map_err(|e| Error::InvalidUrl(e.into()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let router = Router::new(
+            layout,
+            RouterSettings {
+                seeds,
+                cluster: self.cluster,
+                connect_timeout: self.connect_timeout,
+                #[cfg(feature = "tls")]
+                tls: self.tls()?,
+            },
+        );
+        let backend = RedisBackend {
+            alive: Arc::new(()),
+            router: Arc::new(router),
+            prefix: Arc::from(self.prefix.as_str()),
+            timeout: self.timeout,
+            batch_size: self.batch_size,
+            max_ticket_age: self.max_ticket_age,
+        };
+        backend.router.refresh().await?;
+        for (node, _) in backend.router.masters().await? {
+            let session = node.session().await?;
+            check_version(&session.version)?;
+            if self.check_eviction_policy {
+                let mut conn = session.conn.clone();
+                let reply: Vec<String> = tokio::time::timeout(
+                    self.timeout,
+                    redis::cmd("CONFIG")
+                        .arg("GET")
+                        .arg("maxmemory-policy")
+                        .query_async(&mut conn),
+                )
+                .await
+                .map_err(|_| Error::Timeout(self.timeout))?
+                .map_err(|e| Error::EvictionPolicyUnknown(e.into()))?;
+                let policy = reply.get(1).cloned().unwrap_or_default();
+                if policy.starts_with("allkeys-") {
+                    return Err(Error::UnsafeEvictionPolicy { policy });
+                }
+                debug!(%policy, "Redis eviction policy is safe for dependency indexes");
+            }
+        }
+        // Every shard's epoch now, so that no ticket taken from here on predates a shard's
+        // first epoch (a new epoch refuses older tickets: see epoch.lua).
+        let router = &backend.router;
+        try_join_all((0..router.layout().len()).map(|shard| router.route(shard))).await?;
+        if router.layout().len() > 1 {
+            backend.spawn_repairer();
+        }
+        match self.auto_prune {
+            Some(every) if every.is_zero() => {
+                return Err(Error::InvalidConfig(
+                    "the auto-prune interval must be above zero",
+                ))
+            }
+            Some(every) => backend.spawn_pruner(every),
+            None => {}
+        }
+        Ok(backend)
+    }
+}
+
+fn check_version(version: &str) -> Result<()> {
+    let major: u32 = version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    if major < 7 {
+        return Err(Error::UnsupportedServer {
+            version: version.to_owned(),
+        });
+    }
+    Ok(())
+}

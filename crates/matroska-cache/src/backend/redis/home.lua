@@ -1,0 +1,36 @@
+#!lua flags=allow-oom
+-- allow-oom: invalidation must work on a full `noeviction` server; it grows nothing but the
+-- fixed-size fence table.
+--
+-- Starts the invalidation of a chunk of dependencies at their home shard (sharded caches
+-- only; see docs/cluster.md): marks each dependency's fence bucket with the invalidation's
+-- mark and counts it running, and returns each dependency's directory, atomically. A fenced
+-- put that registers at this home after this script sees the mark and is refused; one that
+-- registered before is in the directory, so the invalidation visits its shard.
+--
+-- KEYS[1]      the home shard's "directories incomplete" mark (see epoch.lua)
+-- KEYS[2]      the home shard's fence table
+-- KEYS[3..]    the directory of each dependency (a bitmap of shards)
+-- ARGV[1]      the mark (from the cache's ticket counter)
+-- ARGV[2]      how long (ms) the invalidation counts as running without a sign of life
+-- ARGV[3..]    the fence bucket of each dependency, in the order of KEYS[2..]
+--
+-- Returns {incomplete, directories}: incomplete is 1 when this shard's directories may have
+-- lost bits (a new epoch, until a repair: the caller then visits every shard); directories
+-- holds one per dependency (an empty string when there is none). The invalidation ends at
+-- this home with drop.lua (no members).
+local mark = tonumber(ARGV[1])
+local now = now_ms()
+local buckets = distinct(3, #KEYS - 2)
+local states = fence_get(KEYS[2], buckets, now)
+for _, state in ipairs(states) do
+    state[1] = math.max(state[1], mark)
+    state[2] = state[2] + 1
+    state[3] = math.max(state[3], now + tonumber(ARGV[2]))
+end
+fence_set(KEYS[2], buckets, states)
+local directories = {}
+for i = 3, #KEYS do
+    directories[#directories + 1] = redis.call('GET', KEYS[i]) or ''
+end
+return {redis.call('EXISTS', KEYS[1]), directories}
