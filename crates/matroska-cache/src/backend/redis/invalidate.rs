@@ -100,7 +100,7 @@ impl RedisBackend {
         for dep in deps {
             homes.entry(layout.home_of(dep)).or_default().push(dep);
         }
-        let started: Vec<((u8, Vec<Vec<u8>>), u64)> = self
+        let started: Vec<(HomeStarted, u64)> = self
             .send_all(
                 homes
                     .iter()
@@ -317,6 +317,10 @@ fn shards_in(bits: &[u8], shards: usize) -> impl Iterator<Item = usize> + '_ {
             .is_some_and(|byte| byte & (0x80 >> (s % 8)) != 0)
     })
 }
+
+/// What `home.lua` returns: whether the home's directories may miss bits, and each
+/// dependency's directory.
+type HomeStarted = (u8, Vec<Vec<u8>>);
 
 /// What `invalidate.lua` returns: the snapshot generation, each index's size, the members of
 /// every index (flat `HGETALL` replies) when they are few, and whether the invalidation still
