@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use matroska_cache::{dep, MatroskaCache, RedisBackend};
+use matroska_test_support::RedisCluster;
 use rand::{Rng, SeedableRng};
 use support::{Harness, Kind};
 
@@ -181,6 +182,65 @@ async fn writer(cache: MatroskaCache, store: Arc<Store>, tally: Arc<Tally>, seed
 }
 
 async fn run(h: Harness, caches: Vec<MatroskaCache>, chaos: Chaos) {
+    run_with(h, caches, chaos, None).await;
+}
+
+/// What the cluster faults did, for the report.
+#[derive(Debug, Default)]
+struct ClusterFaults {
+    killed_clients: u64,
+    resharded_slots: u16,
+    /// From `kill -9` of a master until a replica served all its slots.
+    failover: Option<Duration>,
+    /// From `kill -9` until an invalidation succeeded again after the cluster was stable.
+    recovery: Option<Duration>,
+}
+
+/// Client connections killed every second, 300 slots moved between masters, then a master
+/// killed (`kill -9`) and failed over, while the readers and writers run.
+async fn cluster_chaos(
+    mut cluster: RedisCluster,
+    done: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+) -> (RedisCluster, ClusterFaults) {
+    let mut faults = ClusterFaults::default();
+    let mut tick = 0u64;
+    while !done.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tick += 1;
+        let reads = tally.reads.load(Ordering::Relaxed);
+        if tick.is_multiple_of(10) && reads < READS / 4 {
+            faults.killed_clients += tokio::task::block_in_place(|| cluster.kill_clients());
+        }
+        if faults.resharded_slots == 0 && reads > READS / 4 {
+            let masters = cluster.masters();
+            tokio::task::block_in_place(|| cluster.reshard(masters[0].port, masters[1].port, 300));
+            faults.resharded_slots = 300;
+        }
+        if faults.failover.is_none() && faults.resharded_slots > 0 && reads > READS / 2 {
+            let victim = cluster.masters()[2].port;
+            let killed = std::time::Instant::now();
+            faults.failover = Some(tokio::task::block_in_place(|| {
+                cluster.fail_over(victim, Duration::from_secs(60))
+            }));
+            let before = tally.invalidations.load(Ordering::SeqCst);
+            while tally.invalidations.load(Ordering::SeqCst) <= before
+                && !done.load(Ordering::Relaxed)
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            faults.recovery = Some(killed.elapsed());
+        }
+    }
+    (cluster, faults)
+}
+
+async fn run_with(
+    h: Harness,
+    caches: Vec<MatroskaCache>,
+    chaos: Chaos,
+    cluster: Option<RedisCluster>,
+) {
     let store = Arc::new(Store {
         versions: (0..ITEMS).map(|_| AtomicU64::new(0)).collect(),
         completed: (0..ITEMS).map(|_| AtomicU64::new(0)).collect(),
@@ -208,6 +268,13 @@ async fn run(h: Harness, caches: Vec<MatroskaCache>, chaos: Chaos) {
     }
     let done = Arc::new(AtomicBool::new(false));
     let hits_before_restart = Arc::new(AtomicU64::new(0));
+    let cluster_task = cluster.map(|cluster| {
+        tokio::spawn(cluster_chaos(
+            cluster,
+            Arc::clone(&done),
+            Arc::clone(&tally),
+        ))
+    });
     let chaos_task = match h.kind {
         Kind::Redis { mut server, .. } if chaos.restart || chaos.client_kill => {
             let (done, tally) = (Arc::clone(&done), Arc::clone(&tally));
@@ -257,6 +324,19 @@ async fn run(h: Harness, caches: Vec<MatroskaCache>, chaos: Chaos) {
     if let Some(task) = chaos_task {
         drop(task.await.unwrap());
     }
+    let cluster_faults = match cluster_task {
+        Some(task) => {
+            let (cluster, faults) = task.await.unwrap();
+            // Every fault happened while the readers ran.
+            assert!(
+                faults.failover.is_some(),
+                "the run ended before the failover: {faults:?}"
+            );
+            drop(cluster);
+            Some(faults)
+        }
+        None => None,
+    };
 
     let stats: Vec<_> = caches.iter().map(MatroskaCache::stats).collect();
     let hits: u64 = stats.iter().map(|s| s.hits).sum();
@@ -273,6 +353,9 @@ async fn run(h: Harness, caches: Vec<MatroskaCache>, chaos: Chaos) {
         tally.failed_invalidations.load(Ordering::Relaxed),
         tally.cancelled.load(Ordering::Relaxed),
     );
+    if let Some(faults) = &cluster_faults {
+        println!("cluster faults: {faults:?}");
+    }
     assert!(reads >= READS);
     assert_eq!(stale, 0, "stale reads");
     assert!(tally.invalidations.load(Ordering::Relaxed) >= INVALIDATIONS);
@@ -280,7 +363,12 @@ async fn run(h: Harness, caches: Vec<MatroskaCache>, chaos: Chaos) {
         fenced > 0 || chaos.restart,
         "no computation ever overlapped an invalidation"
     );
-    if chaos.restart {
+    if cluster_faults.is_some() {
+        assert!(
+            hits > reads / 4,
+            "caching barely happened: {hits} hits for {reads} reads"
+        );
+    } else if chaos.restart {
         // Caching resumed after the restart.
         assert!(
             hits > hits_before_restart.load(Ordering::SeqCst) + 1_000,
@@ -342,6 +430,36 @@ async fn no_stale_reads_through_redis_restarts_and_killed_connections() {
             client_kill: true,
             restart: true,
         },
+    )
+    .await;
+}
+
+/// The history check on a cluster while its client connections are killed, slots move
+/// between masters, and a master is killed and failed over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_stale_reads_through_cluster_failover_resharding_and_killed_connections() {
+    let cluster = tokio::task::block_in_place(RedisCluster::start);
+    let h = support::cluster(&cluster).await;
+    let mut caches = vec![];
+    for _ in 0..2 {
+        let backend = h
+            .redis_builder()
+            .unwrap()
+            .timeout(Duration::from_millis(500))
+            .build()
+            .await
+            .unwrap();
+        let cache = MatroskaCache::builder(backend).lease_timeout(Duration::from_secs(1));
+        caches.push(cache.build().unwrap());
+    }
+    run_with(
+        h,
+        caches,
+        Chaos {
+            cancel: true,
+            ..Chaos::default()
+        },
+        Some(cluster),
     )
     .await;
 }

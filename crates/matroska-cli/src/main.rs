@@ -16,7 +16,8 @@ use serde_json::json;
 #[derive(Debug, Parser)]
 #[command(name = "matroska", version)]
 struct Cli {
-    /// Redis URL (a password in it is never printed).
+    /// Redis URL, or a comma-separated list of a cluster's nodes; cluster mode is detected
+    /// from the server (a password in a URL is never printed).
     #[arg(
         long,
         env = "MATROSKA_REDIS_URL",
@@ -29,6 +30,11 @@ struct Cli {
     /// The cache's key prefix.
     #[arg(long, env = "MATROSKA_PREFIX", default_value = "cache", global = true)]
     prefix: String,
+
+    /// The cache's number of shards, as the application configured it (default: 1 on one
+    /// server, 128 on a cluster: the library's defaults).
+    #[arg(long, env = "MATROSKA_SHARDS", global = true)]
+    shards: Option<u16>,
 
     /// Machine-readable output (one JSON document).
     #[arg(long, global = true)]
@@ -145,9 +151,18 @@ fn progress_bar(message: &'static str) -> ProgressBar {
 }
 
 async fn run(cli: Cli) -> Result<Outcome, Failure> {
-    let mut builder = RedisBackend::builder(&cli.redis, &cli.prefix)
+    let nodes: Vec<&str> = cli
+        .redis
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .collect();
+    let mut builder = RedisBackend::detecting_builder(&nodes, &cli.prefix)
         .auto_prune(None)
         .timeout(Duration::from_secs(10));
+    if let Some(shards) = cli.shards {
+        builder = builder.shards(shards);
+    }
     if cli.assume_safe_eviction_policy {
         builder = builder.assume_safe_eviction_policy();
     }
@@ -273,6 +288,19 @@ async fn run(cli: Cli) -> Result<Outcome, Failure> {
                 println!("index members  {}", stats.index_members);
                 println!("garbage        {}", stats.garbage);
                 println!("memory bytes   {}", stats.memory_bytes);
+                if stats.servers.len() > 1 {
+                    println!();
+                    println!(
+                        "{:<24} {:>6} {:>10} {:>14}",
+                        "server", "shards", "keys", "memory bytes"
+                    );
+                    for server in &stats.servers {
+                        println!(
+                            "{:<24} {:>6} {:>10} {:>14}",
+                            server.server, server.shards, server.keys, server.memory_bytes
+                        );
+                    }
+                }
             }
         }
         Command::Prune => {

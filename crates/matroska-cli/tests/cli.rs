@@ -288,3 +288,76 @@ fn assume_safe_eviction_policy_for_servers_that_deny_config() {
         .unwrap();
     assert_eq!(has.status.code(), Some(0));
 }
+
+/// The CLI on a Redis Cluster: given a comma-separated list of nodes, it detects cluster
+/// mode; `stats`, `dependents` and `prune` cover every shard on every master.
+#[test]
+fn against_a_cluster() {
+    use matroska_test_support::RedisCluster;
+
+    let cluster = RedisCluster::start();
+    let urls = cluster.urls();
+    let nodes = urls[..2].join(",");
+    let run = |args: &[&str]| {
+        let output = Command::cargo_bin("matroska")
+            .unwrap()
+            .env("MATROSKA_REDIS_URL", &nodes)
+            .env("MATROSKA_PREFIX", "app")
+            .env("MATROSKA_SHARDS", "16")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8(output.stdout).unwrap(),
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    };
+    // Entries written by the library, spread over every master.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let backend = matroska_cache::RedisBackend::cluster_builder(&urls, "app")
+            .shards(16)
+            .build()
+            .await
+            .unwrap();
+        let cache = matroska_cache::MatroskaCache::new(backend);
+        for i in 0..200 {
+            cache
+                .put(
+                    &format!("article:{i}"),
+                    &format!("<p>{i}</p>"),
+                    [matroska_cache::dep::tag("articles")],
+                    std::time::Duration::from_secs(600),
+                )
+                .await
+                .unwrap();
+        }
+    });
+    let (code, out, err) = run(&["put", "n", "42", "--dep", "tag:t", "--ttl", "1h"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "stored n\n");
+    assert_eq!(run(&["get", "article:7"]).1, "<p>7</p>\n");
+    assert_eq!(run(&["dependents", "tag:t"]).1, "n\n");
+    assert_eq!(run(&["dependents", "tag:articles"]).1.lines().count(), 200);
+
+    let (code, out, err) = run(&["--json", "stats"]);
+    assert_eq!(code, 0, "{err}");
+    let stats: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(stats["entries"], 201);
+    let servers = stats["servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 3, "{stats}");
+    for server in servers {
+        assert!(server["keys"].as_u64().unwrap() > 30, "{stats}");
+    }
+    let (_, table, _) = run(&["stats"]);
+    assert!(table.contains("shards"), "{table}");
+
+    assert_eq!(run(&["invalidate", "tag:articles"]).1, "200\n");
+    // Members of entries deleted behind the index's back are garbage a prune removes.
+    assert_eq!(run(&["delete", "n"]).0, 0);
+    let (code, out, err) = run(&["--json", "prune"]);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["removed"], 1, "{report}");
+}

@@ -131,6 +131,34 @@ impl RedisCluster {
         self.node_mut(port).kill();
     }
 
+    /// Kills the master on `port` (`kill -9`) and waits until a replica serves its slots and
+    /// every live node agrees; returns how long that took.
+    pub fn fail_over(&mut self, port: u16, limit: Duration) -> Duration {
+        let slots = self
+            .topology()
+            .into_iter()
+            .find(|n| n.port == port)
+            .map(|n| n.slots)
+            .expect("a node of this cluster");
+        let killed = Instant::now();
+        self.kill(port);
+        loop {
+            let taken_over = self
+                .masters()
+                .iter()
+                .any(|m| m.port != port && m.slots == slots);
+            if taken_over && self.is_stable() {
+                return killed.elapsed();
+            }
+            assert!(
+                killed.elapsed() < limit,
+                "no replica took over within {limit:?}: {:#?}",
+                self.topology()
+            );
+            sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Pauses a node (`SIGSTOP`): it holds its connections but answers nothing.
     pub fn pause(&self, port: u16) {
         signal(self.node(port), "-STOP");
@@ -169,6 +197,17 @@ impl RedisCluster {
                 return false;
             };
             if !info.contains("cluster_state:ok") {
+                return false;
+            }
+            // A replica that has not synced would not take over: wait for its link.
+            let Ok(replication) = redis::cmd("INFO")
+                .arg("replication")
+                .query::<String>(&mut conn)
+            else {
+                return false;
+            };
+            if replication.contains("role:slave") && !replication.contains("master_link_status:up")
+            {
                 return false;
             }
             let Ok(text) = redis::cmd("CLUSTER")

@@ -22,7 +22,8 @@ pub const DEFAULT_CLUSTER_SHARDS: u16 = 128;
 #[must_use]
 pub struct RedisBackendBuilder {
     urls: Vec<String>,
-    cluster: bool,
+    /// `None`: ask the first server that answers.
+    cluster: Option<bool>,
     prefix: String,
     shards: Option<u16>,
     timeout: Duration,
@@ -39,7 +40,18 @@ impl RedisBackend {
     /// A builder for one server at `url` (`redis://[user:password@]host[:port][/db]`) and
     /// `prefix`, under which every key of this cache lives.
     pub fn builder(url: &str, prefix: &str) -> RedisBackendBuilder {
-        RedisBackendBuilder::new(vec![url.to_owned()], false, prefix)
+        RedisBackendBuilder::new(vec![url.to_owned()], Some(false), prefix)
+    }
+
+    /// A builder for one server or a Redis Cluster at `nodes`, whichever the first server
+    /// that answers says it is (`INFO cluster`): for tools, such as the `matroska` CLI, that
+    /// are pointed at either.
+    pub fn detecting_builder(
+        nodes: impl IntoIterator<Item = impl AsRef<str>>,
+        prefix: &str,
+    ) -> RedisBackendBuilder {
+        let urls = nodes.into_iter().map(|n| n.as_ref().to_owned()).collect();
+        RedisBackendBuilder::new(urls, None, prefix)
     }
 
     /// A builder for a Redis Cluster reachable at any of `nodes` (`redis://host:port/` each;
@@ -61,12 +73,12 @@ impl RedisBackend {
         prefix: &str,
     ) -> RedisBackendBuilder {
         let urls = nodes.into_iter().map(|n| n.as_ref().to_owned()).collect();
-        RedisBackendBuilder::new(urls, true, prefix)
+        RedisBackendBuilder::new(urls, Some(true), prefix)
     }
 }
 
 impl RedisBackendBuilder {
-    fn new(urls: Vec<String>, cluster: bool, prefix: &str) -> Self {
+    fn new(urls: Vec<String>, cluster: Option<bool>, prefix: &str) -> Self {
         RedisBackendBuilder {
             urls,
             cluster,
@@ -165,18 +177,6 @@ impl RedisBackendBuilder {
     /// URL is malformed or no server is reachable, and with
     /// [`Error::UnsafeEvictionPolicy`] if Redis could evict indexes.
     pub async fn build(self) -> Result<RedisBackend> {
-        let shards = self.shards.unwrap_or(if self.cluster {
-            DEFAULT_CLUSTER_SHARDS
-        } else {
-            1
-        });
-        let layout = Layout::new(&self.prefix, shards)?;
-        if self.batch_size == 0 {
-            return Err(Error::InvalidConfig("batch_size must be at least 1"));
-        }
-        if self.timeout.is_zero() || self.connect_timeout.is_zero() {
-            return Err(Error::InvalidConfig("timeouts must be above zero"));
-        }
         if self.urls.is_empty() {
             return Err(Error::InvalidConfig("no Redis URL given"));
         }
@@ -189,11 +189,25 @@ impl RedisBackendBuilder {
                     .map_err(|e| Error::InvalidUrl(e.into()))
             })
             .collect::<Result<Vec<_>>>()?;
+        let cluster = match self.cluster {
+            Some(cluster) => cluster,
+            None => self.is_cluster(&seeds).await?,
+        };
+        let shards = self
+            .shards
+            .unwrap_or(if cluster { DEFAULT_CLUSTER_SHARDS } else { 1 });
+        let layout = Layout::new(&self.prefix, shards)?;
+        if self.batch_size == 0 {
+            return Err(Error::InvalidConfig("batch_size must be at least 1"));
+        }
+        if self.timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err(Error::InvalidConfig("timeouts must be above zero"));
+        }
         let router = Router::new(
             layout,
             RouterSettings {
                 seeds,
-                cluster: self.cluster,
+                cluster,
                 connect_timeout: self.connect_timeout,
                 #[cfg(feature = "tls")]
                 tls: self.tls()?,
@@ -247,6 +261,35 @@ impl RedisBackendBuilder {
             None => {}
         }
         Ok(backend)
+    }
+}
+
+impl RedisBackendBuilder {
+    /// Whether the first of `seeds` that answers runs in cluster mode.
+    async fn is_cluster(&self, seeds: &[redis::ConnectionInfo]) -> Result<bool> {
+        let mut last_error = None;
+        for seed in seeds {
+            let client =
+                redis::Client::open(seed.clone()).map_err(|e| Error::InvalidUrl(e.into()))?;
+            let node = super::connection::Node::new("seed", client, self.connect_timeout);
+            #[cfg(feature = "tls")]
+            let node = node.with_tls(self.tls()?);
+            let attempt = async {
+                let mut conn = node.session().await?.conn.clone();
+                let info: String = tokio::time::timeout(
+                    self.timeout,
+                    redis::cmd("INFO").arg("cluster").query_async(&mut conn),
+                )
+                .await
+                .map_err(|_| Error::Timeout(self.timeout))??;
+                Ok::<_, Error>(info.contains("cluster_enabled:1"))
+            };
+            match attempt.await {
+                Ok(cluster) => return Ok(cluster),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error.unwrap_or(Error::InvalidConfig("no Redis URL given")))
     }
 }
 

@@ -67,7 +67,7 @@ use scripts::{BEGIN, DEPS, PRUNE, PUT, REGISTER, RELEASE};
 
 pub use builder::{RedisBackendBuilder, DEFAULT_CLUSTER_SHARDS};
 pub use entry::StoredEntry;
-pub use inspect::PrefixStats;
+pub use inspect::{PrefixStats, ServerStats};
 pub(crate) use keys::KeySpace;
 
 use super::{Backend, Fenced, Lease, PruneReport, Ticket};

@@ -1,0 +1,127 @@
+//! A cache on a Redis Cluster (the behavioural suite also runs there: see `support`): how it
+//! spreads, and what the cluster-specific parts do.
+
+mod support;
+
+use std::time::Duration;
+
+use matroska_cache::{dep, MatroskaCache};
+use matroska_test_support::RedisCluster;
+
+const TTL: Duration = Duration::from_secs(600);
+
+/// `MatroskaCache::redis_cluster` with the default shards: each of 3 masters holds a fair
+/// share of one cache's entries and index keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_cache_spreads_over_every_master() {
+    let cluster = tokio::task::block_in_place(RedisCluster::start);
+    let prefix = support::unique_prefix();
+    let cache = MatroskaCache::redis_cluster(cluster.urls(), &prefix)
+        .await
+        .unwrap();
+    const ENTRIES: u64 = 3_000;
+    for i in 0..ENTRIES {
+        let deps = [
+            dep::id("article", i),
+            dep::id("author", i % 50),
+            dep::tag("home"),
+        ];
+        cache
+            .put(&format!("article:{i}:html"), "<p>x</p>", deps, TTL)
+            .await
+            .unwrap();
+    }
+    let masters = cluster.masters();
+    assert_eq!(masters.len(), 3);
+    let mut shares = Vec::new();
+    for master in &masters {
+        let mut conn = cluster.node(master.port).connection();
+        let entries: Vec<String> = ::redis::cmd("KEYS")
+            .arg(format!("{{{prefix}#*}}:d:*"))
+            .query(&mut conn)
+            .unwrap();
+        shares.push(entries.len() as u64);
+    }
+    assert_eq!(shares.iter().sum::<u64>(), ENTRIES);
+    for share in &shares {
+        // A third each, give or take: 128 shards over 3 slot ranges.
+        assert!(
+            *share > ENTRIES / 4 && *share < ENTRIES * 5 / 12,
+            "entries per master: {shares:?}"
+        );
+    }
+    // One invalidation reaches every shard that holds dependents, on every master.
+    assert_eq!(cache.invalidate([dep::tag("home")]).await.unwrap(), ENTRIES);
+    assert_eq!(cache.get::<String>("article:1:html").await.unwrap(), None);
+}
+
+/// A shard whose master fails over starts a new epoch: what the promoted replica holds reads
+/// as misses, tickets from before are refused there, and its directories are repaired so
+/// that invalidations again reach every dependent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_starts_new_epochs_and_repairs_directories() {
+    let mut cluster = tokio::task::block_in_place(RedisCluster::start);
+    let prefix = support::unique_prefix();
+    let build = || {
+        matroska_cache::RedisBackend::cluster_builder(cluster.urls(), &prefix)
+            .shards(16)
+            .timeout(Duration::from_millis(500))
+            .build()
+    };
+    let cache = MatroskaCache::new(build().await.unwrap());
+    for i in 0..300u64 {
+        cache
+            .put(&format!("k{i}"), &i, [dep::id("item", i % 30)], TTL)
+            .await
+            .unwrap();
+    }
+    let ticket = cache.ticket().await.unwrap();
+    // Let replicas catch up, then fail the first master over.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let victim = cluster.masters()[0].port;
+    tokio::task::block_in_place(|| cluster.fail_over(victim, Duration::from_secs(60)));
+
+    // Until it reconnects, a request to the dead master fails; then it routes to the new one.
+    let mut visible = 0;
+    for i in 0..300u64 {
+        let found = loop {
+            match cache.get::<u64>(&format!("k{i}")).await {
+                Ok(found) => break found,
+                Err(error) => assert!(error.is_transient(), "{error}"),
+            }
+        };
+        visible += u64::from(found.is_some());
+    }
+    // The promoted replica's shards read as misses (a cold shard), the others as before.
+    assert!(
+        visible < 300 && visible > 100,
+        "{visible} of 300 still visible"
+    );
+    // A ticket from before the failover is refused in the shards that moved.
+    let mut refused = 0;
+    for i in 0..300u64 {
+        let stored = cache
+            .put_fenced(&format!("f{i}"), &i, [dep::id("other", i)], TTL, &ticket)
+            .await
+            .unwrap();
+        refused += u64::from(!stored);
+    }
+    assert!(refused > 0 && refused < 300, "{refused} of 300 refused");
+    // Every entry still visible goes with its dependency: directories homed on the promoted
+    // replica are repaired (or invalidations visit every shard until they are).
+    let mut dropped = 0;
+    for item in 0..30u64 {
+        dropped += cache.invalidate([dep::id("item", item)]).await.unwrap();
+    }
+    assert!(
+        dropped >= visible,
+        "{dropped} dropped, {visible} were visible"
+    );
+    for i in 0..300u64 {
+        assert_eq!(
+            cache.get::<u64>(&format!("k{i}")).await.unwrap(),
+            None,
+            "k{i}"
+        );
+    }
+}
