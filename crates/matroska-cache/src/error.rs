@@ -163,6 +163,22 @@ pub enum Error {
     #[error("the Tokio runtime shut down before the operation finished")]
     RuntimeShutdown,
 
+    /// An invalidation completed on the masters, but fewer replicas than
+    /// [`require_replicas`](crate::RedisBackendBuilder::require_replicas) asked for
+    /// acknowledged it within its timeout.
+    ///
+    /// The entries are gone from the masters. If a master fails over now, a replica that
+    /// missed the invalidation becomes master: the epoch rule still hides what it brings
+    /// back, so nothing stale is served, but say so to your caller or retry (invalidating
+    /// again is harmless) once the replicas are back.
+    #[error("only {acknowledged} of {wanted} replicas acknowledged the invalidation in time")]
+    Replication {
+        /// Replicas asked for.
+        wanted: usize,
+        /// Replicas that acknowledged, on the server that had the fewest.
+        acknowledged: usize,
+    },
+
     /// A Redis operation did not complete within the configured timeout.
     ///
     /// Redis is unreachable, overloaded or blocked. Retry later; the connection recovers by
@@ -178,7 +194,7 @@ impl Error {
     /// same way again until something is changed.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Timeout(_) | Error::RuntimeShutdown => true,
+            Error::Timeout(_) | Error::RuntimeShutdown | Error::Replication { .. } => true,
             Error::Redis(error) => error.is_transient(),
             _ => false,
         }

@@ -125,3 +125,75 @@ async fn failover_starts_new_epochs_and_repairs_directories() {
         );
     }
 }
+
+/// `require_replicas`: with a replica paused (`SIGSTOP`), an invalidation returns a typed
+/// error, after it completed on the masters (nothing is silently lost); once the replica is
+/// back, invalidations succeed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_replica_is_a_typed_error_with_require_replicas() {
+    let cluster = tokio::task::block_in_place(RedisCluster::start);
+    let prefix = support::unique_prefix();
+    let backend = matroska_cache::RedisBackend::cluster_builder(cluster.urls(), &prefix)
+        .shards(16)
+        .timeout(Duration::from_secs(2))
+        .require_replicas(1, Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let cache = MatroskaCache::new(backend);
+    let put_all = || async {
+        for i in 0..100u64 {
+            cache
+                .put(&format!("k{i}"), &i, [dep::tag("all")], TTL)
+                .await
+                .unwrap();
+        }
+    };
+    put_all().await;
+    assert_eq!(cache.invalidate([dep::tag("all")]).await.unwrap(), 100);
+
+    put_all().await;
+    let replica = cluster
+        .topology()
+        .into_iter()
+        .find(|n| !n.master)
+        .unwrap()
+        .port;
+    cluster.pause(replica);
+    let outcome = cache.invalidate([dep::tag("all")]).await;
+    cluster.resume(replica);
+    match outcome {
+        Err(matroska_cache::Error::Replication {
+            wanted: 1,
+            acknowledged: 0,
+        }) => {}
+        other => panic!("expected a replication error, got {other:?}"),
+    }
+    // The invalidation itself completed on the masters.
+    for i in 0..100u64 {
+        assert_eq!(cache.get::<u64>(&format!("k{i}")).await.unwrap(), None);
+    }
+    // Back to normal once the replica answers again (it may first resync).
+    put_all().await;
+    let mut outcome = cache.invalidate([dep::tag("all")]).await;
+    for _ in 0..50 {
+        if outcome.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        outcome = cache.invalidate([dep::tag("all")]).await;
+    }
+    outcome.unwrap();
+    assert_eq!(cache.get::<u64>("k1").await.unwrap(), None);
+
+    // Refused settings are a clear error.
+    let wrong = matroska_cache::RedisBackend::cluster_builder(cluster.urls(), &prefix)
+        .timeout(Duration::from_millis(100))
+        .require_replicas(1, Duration::from_millis(100))
+        .build()
+        .await;
+    assert!(matches!(
+        wrong,
+        Err(matroska_cache::Error::InvalidConfig(_))
+    ));
+}

@@ -32,6 +32,7 @@ pub struct RedisBackendBuilder {
     max_ticket_age: Duration,
     check_eviction_policy: bool,
     auto_prune: Option<Duration>,
+    require_replicas: Option<(usize, Duration)>,
     #[cfg(feature = "tls")]
     tls_root_certificate: Option<Vec<u8>>,
 }
@@ -90,6 +91,7 @@ impl RedisBackendBuilder {
             max_ticket_age: DEFAULT_MAX_TICKET_AGE,
             check_eviction_policy: true,
             auto_prune: Some(DEFAULT_AUTO_PRUNE),
+            require_replicas: None,
             #[cfg(feature = "tls")]
             tls_root_certificate: None,
         }
@@ -161,6 +163,25 @@ impl RedisBackendBuilder {
         self
     }
 
+    /// Makes every `invalidate` wait until `replicas` replicas of each master it wrote to
+    /// have acknowledged its writes (`WAIT`), for at most `timeout`; fewer acknowledgements
+    /// return [`Error::Replication`] (the invalidation itself completed on the masters).
+    ///
+    /// Without it, replication is asynchronous: a master that fails right after an
+    /// invalidation returned can hand over to a replica that never saw it. The epoch rule
+    /// still hides every entry the promoted replica holds (its shards start cold), so no
+    /// stale entry is served; what is lost is the certainty that the invalidation reached a
+    /// second machine before the caller was told it succeeded.
+    ///
+    /// `timeout` must be below the operation [`timeout`](Self::timeout). While a `WAIT`
+    /// blocks, the connection it runs on (shared by this process's commands to that master)
+    /// serves nothing else, so keep it short: a replica that stops answering then costs each
+    /// invalidation this long, and commands queued behind it as much.
+    pub fn require_replicas(mut self, replicas: usize, timeout: Duration) -> Self {
+        self.require_replicas = Some((replicas, timeout));
+        self
+    }
+
     /// Skip reading `maxmemory-policy` at connect, for servers that deny `CONFIG GET`.
     ///
     /// Only call this if you know the policy is `noeviction` or `volatile-*`: under an
@@ -203,6 +224,14 @@ impl RedisBackendBuilder {
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(Error::InvalidConfig("timeouts must be above zero"));
         }
+        if let Some((replicas, timeout)) = self.require_replicas {
+            if replicas == 0 || timeout.is_zero() || timeout >= self.timeout {
+                return Err(Error::InvalidConfig(
+                    "require_replicas needs at least one replica and a timeout above zero and \
+                     below the operation timeout",
+                ));
+            }
+        }
         let router = Router::new(
             layout,
             RouterSettings {
@@ -220,6 +249,7 @@ impl RedisBackendBuilder {
             timeout: self.timeout,
             batch_size: self.batch_size,
             max_ticket_age: self.max_ticket_age,
+            require_replicas: self.require_replicas,
         };
         backend.router.refresh().await?;
         for (node, _) in backend.router.masters().await? {

@@ -75,6 +75,44 @@ impl RedisBackend {
         Ok(dropped)
     }
 
+    /// `WAIT`s until `replicas` replicas of every master acknowledged the writes sent to it
+    /// so far (an invalidation writes to shard 0, the dependencies' homes and the shards
+    /// with dependents: on a cluster, potentially every master). One `WAIT` per master, on
+    /// the connection the writes went on, all at once.
+    pub(super) async fn wait_for_replicas(&self, replicas: usize, timeout: Duration) -> Result<()> {
+        let shards: Vec<usize> = self
+            .router
+            .masters()
+            .await?
+            .into_iter()
+            .map(|(_, served)| served[0])
+            .collect();
+        let millis = ttl::redis_millis(timeout);
+        let acknowledged: Vec<(usize, u64)> = self
+            .send_all(
+                shards
+                    .iter()
+                    .map(|&shard| {
+                        let cmd = redis::cmd("WAIT").arg(replicas).arg(millis).clone();
+                        (shard, cmd.into())
+                    })
+                    .collect(),
+            )
+            .await?;
+        let fewest = acknowledged
+            .iter()
+            .map(|(n, _)| *n)
+            .min()
+            .unwrap_or(replicas);
+        if fewest < replicas {
+            return Err(crate::Error::Replication {
+                wanted: replicas,
+                acknowledged: fewest,
+            });
+        }
+        Ok(())
+    }
+
     /// How long an invalidation counts as running after its last sign of life: fenced puts
     /// of its dependencies are refused meanwhile. Each batch is a sign of life, and no two
     /// batches are more than two round trips (each bounded by the timeout) apart, so five

@@ -112,6 +112,8 @@ pub struct RedisBackend {
     timeout: Duration,
     batch_size: usize,
     max_ticket_age: Duration,
+    /// `WAIT` for this many replicas, this long, after each invalidation.
+    require_replicas: Option<(usize, Duration)>,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -538,7 +540,11 @@ impl Backend for RedisBackend {
     }
 
     async fn invalidate(&self, deps: &[Dep]) -> Result<u64> {
-        self.invalidate_all(deps).await
+        let dropped = self.invalidate_all(deps).await?;
+        if let Some((replicas, timeout)) = self.require_replicas {
+            self.wait_for_replicas(replicas, timeout).await?;
+        }
+        Ok(dropped)
     }
 
     async fn deps(&self, key: &str) -> Result<Option<Vec<Dep>>> {
