@@ -1,47 +1,64 @@
-//! The Redis backend: entries and their dependency indexes in a Redis server shared by every
-//! process.
+//! The Redis backend: entries and their dependency indexes in a Redis server, or spread over
+//! a Redis Cluster, shared by every process.
 //!
-//! Key layout: see the crate README and the private `keys` module. In short, each entry
-//! is one string with a TTL (its generation, format and dependencies in front of the value:
-//! [`StoredEntry`]), each dependency one index hash `cache key -> generation` without a
-//! TTL, and every key of a prefix shares the prefix as its Redis Cluster hash tag.
+//! Key layout: see the crate README and the private `keys` module. In short, each entry is
+//! one string with a TTL (its generation, format and dependencies in front of the value:
+//! [`StoredEntry`]), each dependency one index hash per shard `cache key -> generation`
+//! without a TTL, and the keys of one shard share the shard's hash tag (on one server there
+//! is one shard, tagged with the prefix). The cluster design: `docs/cluster.md`.
+//!
+//! The modules, in the order a request meets them:
+//!
+//! - `builder`: options, then connect, check every master, handshake every shard.
+//! - `router`: which server serves a shard, and the one place where redirects, `NOSCRIPT`,
+//!   epoch refusals and timeouts are handled (`RedisBackend::send`).
+//! - `connection`: one server's multiplexed connection, reconnected on demand, with the shard
+//!   epochs handshaken on it.
+//! - `keys`: the layout (shards, tags, key names); `entry`: the stored entry's format.
+//! - this file: the operations; `invalidate`: invalidation in bounded steps; `inspect`:
+//!   stats, dependents and prune; `pruner` and `repair`: the background tasks; `scripts`: the
+//!   Lua, one file per script beside this one.
 //!
 //! | operation | round trips | how |
 //! | --- | --- | --- |
 //! | `get` | 1 | `GET` |
-//! | `get_many` | 1 | `MGET` |
+//! | `get_many` | 1 | one `MGET` per shard, all at once |
 //! | `has` | 1 | `GETRANGE` of the generation (an entry from before a restart is a miss) |
-//! | `put` | 1 | `put.lua`: entry and index members together |
+//! | `put` | 1 | `put.lua`: entry and index members together (on a cluster, with `SETBIT`s registering its shard at other home shards, at once) |
+//! | `begin` | 1 | `begin.lua` (on a cluster, with a `GET` of the ticket counter, at once) |
+//! | fenced put | 1 (cluster: 2) | on a cluster, `register.lua` at other home shards first |
 //! | `delete` | 1 | `UNLINK` (index members reclaimed later) |
 //! | `deps` | 1 | `deps.lua`: the entry's header and dependency list, not its value |
 //! | `invalidate` | 1 without dependents | `invalidate.lua` marks the fence table |
 //! | | 2 up to `batch_size` dependents | `invalidate.lua`, then `drop.lua` |
 //! | | beyond that, per 256 dependencies: 1 + pipelined `HSCAN` rounds + 1 per `batch_size` | see `invalidate.rs` |
+//! | | cluster: 2 more, and 1 at each home | the ticket counter twice, `home.lua`, then the above per shard |
 //!
 //! Up to `batch_size` dependents (1,000 by default) of up to 256 dependencies, an
-//! invalidation is atomic: its dependents disappear together. Beyond that they are dropped in
-//! atomic batches so that Redis is never blocked for long; `invalidate` returns when all of
-//! them are gone, and entries re-cached while it runs are not deleted by it. If it fails
-//! half-way (connection loss), the remaining dependents are still in the index and calling it
-//! again drops them.
+//! invalidation is atomic per shard: its dependents there disappear together. Beyond that
+//! they are dropped in atomic batches so that Redis is never blocked for long; `invalidate`
+//! returns when all of them are gone, and entries re-cached while it runs are not deleted by
+//! it. If it fails half-way (connection loss), the remaining dependents are still in the
+//! index and calling it again drops them.
 //!
-//! **Fencing.** An invalidation records the generation at which it began in a fixed-size
-//! fence table (`{prefix}:f`, 16,384 buckets, one per hash of the dependency); a fenced put
-//! whose ticket is older than a mark of its dependencies' buckets stores nothing. Sharing
-//! buckets only ever refuses a put needlessly (a miss). Nothing per dependency outlives an
-//! invalidation, however many distinct dependencies are invalidated.
+//! **Fencing.** An invalidation records its mark (a value of the ticket counter) in a
+//! fixed-size fence table per shard (`{tag}:f`, 16,384 buckets, one per hash of the
+//! dependency); a fenced put whose ticket is older than a mark of its dependencies' buckets
+//! stores nothing. Sharing buckets only ever refuses a put needlessly (a miss). Nothing per
+//! dependency outlives an invalidation, however many distinct dependencies are invalidated.
 //!
 //! **Eviction.** Entries always have a TTL; indexes never do. At connect the backend reads
-//! `maxmemory-policy` and refuses `allkeys-*` policies, which could evict an index while its
-//! entries live and so lose invalidations. `noeviction` and every `volatile-*` policy are safe:
-//! the latter evict entries only.
+//! `maxmemory-policy` on every master and refuses `allkeys-*` policies, which could evict an
+//! index while its entries live and so lose invalidations. `noeviction` and every `volatile-*`
+//! policy are safe: the latter evict entries only.
 //!
 //! **Garbage.** Members of entries that expired, were evicted, deleted, replaced, or
 //! invalidated through another dependency are left in the index at first (removing them
 //! eagerly would cost a read before every write). Invalidation removes the members it visits,
 //! and [`prune`](crate::MatroskaCache::prune) walks every index in bounded batches and removes
 //! the rest, so after a prune the index holds only live entries. A background task prunes
-//! every ten minutes by default ([`RedisBackendBuilder::auto_prune`]).
+//! every ten minutes by default ([`RedisBackendBuilder::auto_prune`]), each shard by one
+//! process at a time.
 
 mod builder;
 mod connection;
