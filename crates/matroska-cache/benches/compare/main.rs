@@ -6,7 +6,7 @@
 //! cargo bench -p matroska-cache --bench compare                              # everything, about 5 minutes
 //! cargo bench -p matroska-cache --bench compare -- --max-dependents 100000   # fan-out up to 100k only
 //! cargo bench -p matroska-cache --bench compare -- --only many-deps          # one section: ops,
-//!                                                        # memory, fanout or many-deps
+//!                                                        # memory, fanout, many-deps or cluster
 //! ```
 //!
 //! Prints Markdown tables (single operations, fan-out invalidation, memory per entry) and
@@ -102,6 +102,10 @@ async fn run() {
         println!("\nPlot: {}", path.display());
     }
 
+    if runs("cluster") {
+        cluster_section().await;
+    }
+
     if runs("many-deps") {
         println!("\n## Invalidating many dependencies at once\n");
         let many: Vec<usize> = [50_000, 500_000]
@@ -112,4 +116,27 @@ async fn run() {
         println!("\n## Invalidating dependencies without dependents\n");
         many_deps::without_dependents(&cache, &raw, 100_000).await;
     }
+}
+
+/// A local cluster of 3 masters and 3 replicas: one cache spread over it (the default 128
+/// shards) against redis-rs's cluster connection doing the plain commands.
+async fn cluster_section() {
+    let cluster = tokio::task::block_in_place(matroska_test_support::RedisCluster::start);
+    let urls = cluster.urls();
+    let cache = MatroskaCache::new(
+        RedisBackend::cluster_builder(&urls, PREFIX)
+            .auto_prune(None)
+            .build()
+            .await
+            .expect("cluster backend"),
+    );
+    let raw = redis::cluster::ClusterClient::new(urls)
+        .expect("cluster client")
+        .get_async_connection()
+        .await
+        .expect("cluster connection");
+    // Let the first directory repair (a fresh cluster's) finish before measuring.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    println!("\n## Single operations on a local cluster (3 masters, 3 replicas)\n");
+    ops::print(&ops::cluster(&cache, &raw).await);
 }

@@ -234,6 +234,24 @@ impl Harness {
 /// on one server; on a cluster, one test that starts a cluster and runs them all on it.
 #[macro_export]
 macro_rules! backend_tests {
+    (without_cluster: $($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::support::memory().await).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::support::redis().await).await;
+                }
+            )*
+        }
+    };
     ($($name:ident),* $(,)?) => {
         #[test]
         fn on_a_cluster() {
@@ -251,22 +269,7 @@ macro_rules! backend_tests {
             )*
         }
 
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::support::memory().await).await;
-                }
-            )*
-        }
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::support::redis().await).await;
-                }
-            )*
-        }
+        $crate::backend_tests!(without_cluster: $($name),*);
     };
 }
 
