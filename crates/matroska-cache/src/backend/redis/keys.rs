@@ -113,6 +113,8 @@ pub(crate) struct Layout {
     shards: Vec<KeySpace>,
     /// Each shard's number by its tag.
     by_tag: HashMap<String, usize>,
+    /// Each shard's Redis Cluster slot.
+    slots: Vec<u16>,
 }
 
 impl Layout {
@@ -149,7 +151,20 @@ impl Layout {
             .enumerate()
             .map(|(s, keys)| (keys.tag.clone(), s))
             .collect();
-        Layout { shards, by_tag }
+        let slots = shards
+            .iter()
+            .map(|keys| slot(keys.tag.as_bytes()))
+            .collect();
+        Layout {
+            shards,
+            by_tag,
+            slots,
+        }
+    }
+
+    /// The Redis Cluster slot of shard `s`.
+    pub(crate) fn slot_of(&self, s: usize) -> u16 {
+        self.slots[s]
     }
 
     /// A `SCAN MATCH` pattern for the keys of one type (`"d"`, `"r"`, or `"*"` for all) in

@@ -29,7 +29,7 @@ use redis::{ConnectionAddr, ConnectionInfo, FromRedisValue, Pipeline, Script, To
 use tracing::{debug, info, warn};
 
 use super::connection::{Node, Session};
-use super::keys::{slot, Layout, SLOTS};
+use super::keys::{Layout, SLOTS};
 use super::scripts::{EPOCH, TICKET_FLOOR};
 use super::RedisBackend;
 use crate::error::{Error, Result};
@@ -188,11 +188,14 @@ impl Router {
     }
 
     /// The node at `info`'s address, created on first use.
-    fn node(&self, name: &str, info: ConnectionInfo) -> Result<Arc<Node>> {
+    /// The node named `name`; `info` (built only for a node not seen before) says how to
+    /// reach it.
+    fn node(&self, name: &str, info: impl FnOnce() -> ConnectionInfo) -> Result<Arc<Node>> {
         let mut nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(node) = nodes.get(name) {
             return Ok(Arc::clone(node));
         }
+        let info = info();
         let client = redis::Client::open(info).map_err(|e| Error::InvalidUrl(e.into()))?;
         let node = Node::new(name, client, self.connect_timeout);
         #[cfg(feature = "tls")]
@@ -225,9 +228,9 @@ impl Router {
     /// The node that serves `shard` now.
     async fn node_of(&self, shard: usize) -> Result<Arc<Node>> {
         if !self.cluster {
-            return self.node("standalone", self.seeds[0].clone());
+            return self.node("standalone", || self.seeds[0].clone());
         }
-        let slot = usize::from(slot(self.layout.shard(shard).sequence().as_bytes()));
+        let slot = usize::from(self.layout.slot_of(shard));
         let owner = self.owner(slot);
         let owner = match owner {
             Some(owner) => owner,
@@ -242,7 +245,7 @@ impl Router {
             }
         };
         let (host, port) = split_addr(&owner)?;
-        self.node(&owner, self.info_for(host, port))
+        self.node(&owner, || self.info_for(host, port))
     }
 
     fn owner(&self, slot: usize) -> Option<Arc<str>> {
@@ -343,7 +346,7 @@ impl Router {
             .cloned()
             .collect();
         for shard in 0..self.layout.len() {
-            let slot = usize::from(slot(self.layout.shard(shard).sequence().as_bytes()));
+            let slot = usize::from(self.layout.slot_of(shard));
             if old.get(slot) != new.get(slot) {
                 if !old.is_empty() {
                     info!(
@@ -385,7 +388,7 @@ impl Router {
         }
         let mut last_error = None;
         for (name, info) in candidates {
-            let node = self.node(&name, info)?;
+            let node = self.node(&name, || info)?;
             let attempt = async {
                 let session = node.session().await?;
                 let mut conn = session.conn.clone();
@@ -414,7 +417,7 @@ impl Router {
     /// The distinct masters, with the shards each serves (for walking every shard).
     pub(crate) async fn masters(&self) -> Result<Vec<(Arc<Node>, Vec<usize>)>> {
         if !self.cluster {
-            let node = self.node("standalone", self.seeds[0].clone())?;
+            let node = self.node("standalone", || self.seeds[0].clone())?;
             return Ok(vec![(node, (0..self.layout.len()).collect())]);
         }
         if self
@@ -427,7 +430,7 @@ impl Router {
         }
         let mut by_owner: std::collections::BTreeMap<Arc<str>, Vec<usize>> = Default::default();
         for shard in 0..self.layout.len() {
-            let slot = usize::from(slot(self.layout.shard(shard).sequence().as_bytes()));
+            let slot = usize::from(self.layout.slot_of(shard));
             if let Some(owner) = self.owner(slot) {
                 by_owner.entry(owner).or_default().push(shard);
             }
@@ -436,7 +439,7 @@ impl Router {
             .into_iter()
             .map(|(owner, shards)| {
                 let (host, port) = split_addr(&owner)?;
-                Ok((self.node(&owner, self.info_for(host, port))?, shards))
+                Ok((self.node(&owner, || self.info_for(host, port))?, shards))
             })
             .collect()
     }
