@@ -537,6 +537,7 @@ impl RedisBackend {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(2);
         let mut rehandshaken = false;
+        let mut moved = false;
         loop {
             let remaining = self.timeout.saturating_sub(started.elapsed());
             let attempt = async {
@@ -560,6 +561,13 @@ impl RedisBackend {
             };
             match code.as_deref() {
                 Some("MOVED") => {
+                    if moved {
+                        // The map read for the first one was already stale (refreshes are
+                        // at most every 100 ms): wait rather than spin.
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_millis(100));
+                    }
+                    moved = true;
                     self.router.refresh().await?;
                 }
                 Some("ASK" | "TRYAGAIN" | "CLUSTERDOWN") => {
