@@ -153,12 +153,7 @@ async fn a_paused_replica_is_a_typed_error_with_require_replicas() {
     assert_eq!(cache.invalidate([dep::tag("all")]).await.unwrap(), 100);
 
     put_all().await;
-    let replica = cluster
-        .topology()
-        .into_iter()
-        .find(|n| !n.master)
-        .unwrap()
-        .port;
+    let replica = cluster.replica();
     cluster.pause(replica);
     let outcome = cache.invalidate([dep::tag("all")]).await;
     cluster.resume(replica);

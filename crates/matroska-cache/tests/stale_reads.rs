@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use matroska_cache::{dep, MatroskaCache, RedisBackend};
+use matroska_cache::{dep, MatroskaCache};
 use matroska_test_support::RedisCluster;
 use rand::{Rng, SeedableRng};
 use support::{Harness, Kind};
@@ -406,24 +406,29 @@ async fn no_stale_reads_when_callers_are_cancelled(h: Harness) {
 // run takes minutes on a busy 2-core machine.
 backend_tests!(without_cluster: no_stale_reads, no_stale_reads_when_callers_are_cancelled);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_stale_reads_through_redis_restarts_and_killed_connections() {
-    let h = support::redis().await;
-    let Kind::Redis { server, prefix } = &h.kind else {
-        unreachable!()
-    };
+/// Two clients of `h`'s Redis store for runs with faults: short timeouts, and a short lease
+/// (a holder cancelled while a connection is being killed can leave its lease behind, and
+/// waiters give up on it after half this long).
+async fn caches_for_faults(h: &Harness) -> Vec<MatroskaCache> {
     let mut caches = vec![];
     for _ in 0..2 {
-        let backend = RedisBackend::builder(&server.url(), prefix)
+        let backend = h
+            .redis_builder()
+            .expect("a Redis store")
             .timeout(Duration::from_millis(500))
             .build()
             .await
             .unwrap();
-        // A short lease: a holder cancelled while a connection is being killed can leave its
-        // lease behind, and waiters give up on it after half this long.
         let cache = MatroskaCache::builder(backend).lease_timeout(Duration::from_secs(1));
         caches.push(cache.build().unwrap());
     }
+    caches
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_stale_reads_through_redis_restarts_and_killed_connections() {
+    let h = support::redis().await;
+    let caches = caches_for_faults(&h).await;
     run(
         h,
         caches,
@@ -442,18 +447,7 @@ async fn no_stale_reads_through_redis_restarts_and_killed_connections() {
 async fn no_stale_reads_through_cluster_failover_resharding_and_killed_connections() {
     let cluster = tokio::task::block_in_place(RedisCluster::start);
     let h = support::cluster(&cluster).await;
-    let mut caches = vec![];
-    for _ in 0..2 {
-        let backend = h
-            .redis_builder()
-            .unwrap()
-            .timeout(Duration::from_millis(500))
-            .build()
-            .await
-            .unwrap();
-        let cache = MatroskaCache::builder(backend).lease_timeout(Duration::from_secs(1));
-        caches.push(cache.build().unwrap());
-    }
+    let caches = caches_for_faults(&h).await;
     run_with(
         h,
         caches,

@@ -100,9 +100,7 @@ impl RedisCluster {
             if !node.is_running() {
                 continue;
             }
-            let Ok(mut conn) = redis::Client::open(node.url())
-                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(500)))
-            else {
+            let Ok(mut conn) = connect(node) else {
                 continue;
             };
             if let Ok(text) = redis::cmd("CLUSTER")
@@ -124,6 +122,15 @@ impl RedisCluster {
             .collect();
         masters.sort_by_key(|n| n.slots[0].0);
         masters
+    }
+
+    /// The port of a replica that is up.
+    pub fn replica(&self) -> u16 {
+        self.topology()
+            .into_iter()
+            .find(|n| !n.master && !n.failed)
+            .expect("a replica")
+            .port
     }
 
     /// Kills a node as a crash would (`kill -9`).
@@ -188,9 +195,7 @@ impl RedisCluster {
     fn is_stable(&self) -> bool {
         let mut views = Vec::new();
         for node in self.nodes.iter().filter(|n| n.is_running()) {
-            let Ok(mut conn) = redis::Client::open(node.url())
-                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(500)))
-            else {
+            let Ok(mut conn) = connect(node) else {
                 return false;
             };
             let Ok(info) = redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut conn) else {
@@ -270,9 +275,7 @@ impl RedisCluster {
     pub fn kill_clients(&self) -> u64 {
         let mut killed = 0;
         for node in self.nodes.iter().filter(|n| n.is_running()) {
-            if let Ok(mut conn) = redis::Client::open(node.url())
-                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(500)))
-            {
+            if let Ok(mut conn) = connect(node) {
                 // Our own connection is killed last (SKIPME yes is the default).
                 killed += redis::cmd("CLIENT")
                     .arg("KILL")
@@ -284,6 +287,12 @@ impl RedisCluster {
         }
         killed
     }
+}
+
+/// A blocking connection to `node`, failing fast if it does not answer.
+fn connect(node: &RedisServer) -> redis::RedisResult<redis::Connection> {
+    redis::Client::open(node.url())
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(500)))
 }
 
 fn signal(node: &RedisServer, signal: &str) {

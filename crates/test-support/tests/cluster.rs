@@ -40,12 +40,7 @@ fn reshards_and_pauses() {
     assert!(moved.contains(&(count(&masters[2]) + 100)), "{after:#?}");
 
     // A paused replica does not stop the cluster.
-    let replica = cluster
-        .topology()
-        .into_iter()
-        .find(|n| !n.master)
-        .unwrap()
-        .port;
+    let replica = cluster.replica();
     cluster.pause(replica);
     cluster.resume(replica);
     assert!(cluster.kill_clients() < 100);

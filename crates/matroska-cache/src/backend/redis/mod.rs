@@ -239,7 +239,6 @@ impl RedisBackend {
                     .arg(ticket.time_ms())
                     .arg(ttl::redis_millis(self.max_ticket_age))
                     .arg(holder.map(|h| h.to_string()).unwrap_or_default())
-                    .arg("")
                     .arg(deps.iter().map(keys::fence_bucket).collect::<Vec<_>>()),
                 None => invocation.arg(""),
             };

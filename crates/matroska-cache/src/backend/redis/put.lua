@@ -20,13 +20,12 @@
 -- ARGV[4]      the shard's epoch floor on the caller's connection
 -- ARGV[5]      n
 -- ARGV[6]      this shard's number, set in the directories
--- ARGV[7..11]  only for a fenced put (else ARGV[7] is ''):
+-- ARGV[7..10]  only for a fenced put (else ARGV[7] is ''):
 -- ARGV[7]      the ticket (a value of the cache's ticket counter)
 -- ARGV[8]      the ticket's time (ms)
 -- ARGV[9]      the maximum ticket age (ms)
 -- ARGV[10]     the lease holder's token, or ''
--- ARGV[11]     unused
--- ARGV[12..]   the fence bucket of each dependency
+-- ARGV[11..]   the fence bucket of each dependency
 --
 -- Returns 1 if stored, 0 if a dependency was invalidated, -1 if the ticket is too old or
 -- older than the shard's ticket floor (the shard's state, marks included, was lost since it
@@ -54,9 +53,9 @@ if ARGV[7] ~= '' then
         or tonumber(ARGV[7]) < ticket_floor then
         return -1
     end
-    if #ARGV >= 12 then
+    if #ARGV >= 11 then
         local ticket = tonumber(ARGV[7])
-        for _, state in ipairs(fence_get(KEYS[4], distinct(12, #ARGV - 11), now)) do
+        for _, state in ipairs(fence_get(KEYS[4], distinct(11, #ARGV - 10), now)) do
             if state[1] > ticket or state[2] > 0 then
                 return 0
             end
