@@ -492,14 +492,16 @@ async fn invalidating_without_dependents_leaves_nothing_behind(h: Harness) {
         assert_eq!(h.index_members(), 0);
         return;
     }
-    // Per shard, only the counter, epoch, fence table and leases may exist: no index, no
-    // directory, no mark per dependency.
+    // Per shard, only the counter, epoch, fence table, directory version and leases may
+    // exist: no index, no directory, no mark per dependency.
     let keys = h.redis_keys();
     assert!(
-        keys.iter().all(
-            |k| [":s", ":e", ":f", ":g"].iter().any(|end| k.ends_with(end)) || k.contains("}:l:")
-        ),
-        "only counters, epochs, ticket floors, fence tables and leases may exist, found {} keys \
+        keys.iter().all(|k| [":s", ":e", ":f", ":g", ":v"]
+            .iter()
+            .any(|end| k.ends_with(end))
+            || k.contains("}:l:")),
+        "only counters, epochs, ticket floors, fence tables, directory versions and leases may \
+         exist, found {} keys \
          such as {:?}",
         keys.len(),
         &keys[..keys.len().min(5)]

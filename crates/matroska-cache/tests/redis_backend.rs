@@ -571,3 +571,77 @@ async fn a_prune_with_a_shorter_ticket_age_keeps_the_marks_others_need() {
         "the prune forgot the invalidation the ticket predates"
     );
 }
+
+/// A sharded cache (here 16 shards on one server) registers an entry's shard at each
+/// dependency's home once per process: a warm put sends no `SETBIT`. When a home loses a
+/// directory bit (simulated: the bit deleted, the home marked incomplete as a new epoch
+/// marks it) and another process repairs the directories, the first process's next put
+/// is refused for its old directory version, registers again, and the invalidation finds
+/// the entry. Without the version check that put would skip its registration and the entry
+/// would outlive the invalidation of its dependency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remembered_registration_is_renewed_after_a_directory_repair() {
+    let server = RedisServer::start();
+    let build = || {
+        RedisBackend::builder(&server.url(), "reg")
+            .shards(16)
+            .auto_prune(None)
+            .build()
+    };
+    let (a, b) = (
+        MatroskaCache::new(build().await.unwrap()),
+        MatroskaCache::new(build().await.unwrap()),
+    );
+    let mut redis = server.connection();
+    let tag_of = |key: &str| key[..=key.find('}').unwrap()].to_owned();
+    let one_key = |redis: &mut redis::Connection, pattern: String| -> String {
+        let mut keys: Vec<String> = redis.keys(&pattern).unwrap();
+        assert_eq!(keys.len(), 1, "{pattern}: {keys:?}");
+        keys.pop().unwrap()
+    };
+    // An entry whose dependency is homed in another shard than the entry.
+    let mut found = None;
+    for i in 0..100 {
+        let (key, d) = (format!("k{i}"), dep::id("article", i));
+        a.put(&key, "v1", [d.clone()], MINUTE).await.unwrap();
+        let entry = one_key(&mut redis, format!("*}}:d:{key}"));
+        let directory = one_key(&mut redis, format!("*}}:h:{d}"));
+        if tag_of(&entry) != tag_of(&directory) {
+            found = Some((key, d, directory));
+            break;
+        }
+    }
+    let (key, d, directory) = found.expect("a dependency homed elsewhere");
+    let home = tag_of(&directory);
+
+    // A warm put registers nothing.
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut redis)
+        .unwrap();
+    a.put(&key, "v1", [d.clone()], MINUTE).await.unwrap();
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut redis)
+        .unwrap();
+    assert!(!stats.contains("cmdstat_setbit"), "{stats}");
+
+    // The entry is deleted; a prune removes its member from d's index slice, so nothing left
+    // in the index names the entry's shard for d.
+    assert!(b.delete(&key).await.unwrap());
+    b.prune().await.unwrap();
+    // The home loses d's directory and marks itself incomplete, as a new epoch would; the
+    // next prune (another process) repairs it, from index slices that no longer hold d.
+    let _: () = redis.del(&directory).unwrap();
+    let _: () = redis.set(format!("{home}:i"), "1").unwrap();
+    b.prune().await.unwrap();
+    let incomplete: bool = redis.exists(format!("{home}:i")).unwrap();
+    assert!(!incomplete, "the repair pass ran");
+    let rebuilt: bool = redis.exists(&directory).unwrap();
+    assert!(!rebuilt, "nothing should have named the entry's shard");
+
+    // The first process still remembers its registration, under the old version.
+    a.put(&key, "v2", [d.clone()], MINUTE).await.unwrap();
+    assert_eq!(b.invalidate([d]).await.unwrap(), 1);
+    assert_eq!(a.get::<String>(&key).await.unwrap(), None);
+}

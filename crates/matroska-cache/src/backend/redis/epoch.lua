@@ -5,6 +5,7 @@
 -- KEYS[2]      the shard's generation counter
 -- KEYS[3]      the shard's ticket floor: fenced puts with an older ticket are refused here
 -- KEYS[4]      the shard's "directories incomplete" mark (sharded caches: see home.lua)
+-- KEYS[5]      the shard's directory version (sharded caches: see registrations.rs)
 -- ARGV[1]      the server's run id (INFO server), read on this same connection
 -- ARGV[2]      '' for a cache of one shard (its counter is the ticket counter), 'T' for the
 --              shard that holds the ticket counter of a sharded cache, 'S' for the others
@@ -21,7 +22,8 @@
 -- The floor is also at least the server's clock in microseconds, so that it grows across a
 -- flush that resets the counter (no server runs a million writes a second for long).
 --
--- Returns {floor, 1 if the ticket floor is set else 0, 1 if this call began the epoch}.
+-- Returns {floor, 1 if the ticket floor is set else 0, 1 if this call began the epoch,
+-- the directory version ('' for a cache of one shard)}.
 local current = redis.call('GET', KEYS[1])
 local floor = nil
 local began = 0
@@ -48,13 +50,23 @@ if not floor then
         redis.call('SET', KEYS[4], floor)
     end
 end
+local version = ''
+if ARGV[2] ~= '' then
+    -- A new epoch renews the version: a registration remembered under the old one may name
+    -- a bit this shard's directories lost, or a version a repair set and the failover lost.
+    version = redis.call('GET', KEYS[5])
+    if began == 1 or not version then
+        version = floor .. '/0'
+        redis.call('SET', KEYS[5], version)
+    end
+end
 if redis.call('EXISTS', KEYS[3]) == 0 then
     if ARGV[2] == '' then
         redis.call('SET', KEYS[3], floor)
     elseif ARGV[2] == 'T' then
         redis.call('SET', KEYS[3], string.format('%d', redis.call('INCR', KEYS[2])))
     else
-        return {floor, 0, began}
+        return {floor, 0, began, version}
     end
 end
-return {floor, 1, began}
+return {floor, 1, began, version}

@@ -311,6 +311,13 @@ impl KeySpace {
         format!("{}:i", self.tag)
     }
 
+    /// The directory version: `"<epoch floor>/<n>"`, renewed by a new epoch and by every
+    /// directory repair pass; a put that skipped its registrations names the version it
+    /// read (sharded caches: see `registrations.rs`).
+    pub(crate) fn directory_version(&self) -> String {
+        format!("{}:v", self.tag)
+    }
+
     /// The lock that lets one process at a time run the periodic prune.
     pub(crate) fn prune_lock(&self) -> String {
         format!("{}:p", self.tag)

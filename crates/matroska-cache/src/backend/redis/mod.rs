@@ -16,17 +16,18 @@
 //!   epochs handshaken on it.
 //! - `keys`: the layout (shards, tags, key names); `entry`: the stored entry's format.
 //! - this file: the operations; `invalidate`: invalidation in bounded steps; `inspect`:
-//!   stats, dependents and prune; `pruner` and `repair`: the background tasks; `scripts`: the
-//!   Lua, one file per script beside this one.
+//!   stats, dependents and prune; `pruner` and `repair`: the background tasks;
+//!   `registrations`: the directory bits this process already set; `scripts`: the Lua, one
+//!   file per script beside this one.
 //!
 //! | operation | round trips | how |
 //! | --- | --- | --- |
 //! | `get` | 1 | `GET` |
 //! | `get_many` | 1 | one `MGET` per shard, all at once |
 //! | `has` | 1 | `GETRANGE` of the generation (an entry from before a restart is a miss) |
-//! | `put` | 1 | `put.lua`: entry and index members together (on a cluster, with `SETBIT`s registering its shard at other home shards, at once) |
+//! | `put` | 1 | `put.lua`: entry and index members together (on a cluster, with `SETBIT`s registering its shard at other home shards, at once, the first time: `registrations`) |
 //! | `begin` | 1 | `begin.lua` (on a cluster, with a `GET` of the ticket counter, at once) |
-//! | fenced put | 1 (cluster: 2) | on a cluster, `register.lua` at other home shards first |
+//! | fenced put | 1 (cluster: 2 the first time) | on a cluster, `register.lua` at other home shards first |
 //! | `delete` | 1 | `UNLINK` (index members reclaimed later) |
 //! | `deps` | 1 | `deps.lua`: the entry's header and dependency list, not its value |
 //! | `invalidate` | 1 without dependents | `invalidate.lua` marks the fence table |
@@ -67,6 +68,7 @@ mod inspect;
 mod invalidate;
 mod keys;
 mod pruner;
+mod registrations;
 mod repair;
 mod router;
 mod scripts;
@@ -80,7 +82,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use router::{Invocation, Router};
-use scripts::{BEGIN, DEPS, PRUNE, PUT, REGISTER, RELEASE};
+use scripts::{BEGIN, DEPS, DIRECTORY_VERSION, PRUNE, PUT, REGISTER, RELEASE};
+use tracing::debug;
 
 pub use builder::{RedisBackendBuilder, DEFAULT_CLUSTER_SHARDS};
 pub use entry::StoredEntry;
@@ -157,8 +160,9 @@ impl RedisBackend {
     /// shards, the entry's shard is also registered in the directory of each dependency at
     /// its home: by `put.lua` itself for dependencies homed in the entry's shard; for the
     /// others by `SETBIT`s sent with the put (plain), or by `register.lua` before it
-    /// (fenced: a registration that finds an invalidation refuses the put). See
-    /// `docs/cluster.md`.
+    /// (fenced: a registration that finds an invalidation refuses the put), unless this
+    /// process registered them already under the shard's directory version (see
+    /// `registrations.rs` and `docs/cluster.md`).
     async fn store(
         &self,
         key: &str,
@@ -167,18 +171,48 @@ impl RedisBackend {
         ttl: Duration,
         fence: Option<(Ticket, Option<u64>)>,
     ) -> Result<Fenced> {
+        // A repair pass renews each shard's version once; a put refused more often than
+        // this is in a cluster whose epochs keep changing.
+        const ATTEMPTS: usize = 4;
         let ttl = ttl::millis(ttl::check(ttl)?);
         let tail = entry::tail(&value, &deps_json(deps));
+        let (shard, _) = self.shard_of(key);
+        for _ in 0..ATTEMPTS {
+            match self.store_once(key, &tail, deps, ttl, fence, shard).await? {
+                Some(outcome) => return Ok(outcome),
+                None => self.read_directory_version(shard).await?,
+            }
+        }
+        Err(Error::Redis(crate::error::ServerError::cluster(
+            "TRYAGAIN",
+            "the shard's directory version kept changing under the put",
+        )))
+    }
+
+    /// One attempt of [`store`](Self::store); `None` when `put.lua` found another directory
+    /// version than the one read before registering (nothing was stored).
+    async fn store_once(
+        &self,
+        key: &str,
+        tail: &[u8],
+        deps: &[Dep],
+        ttl: u64,
+        fence: Option<(Ticket, Option<u64>)>,
+        shard: usize,
+    ) -> Result<Option<Fenced>> {
         let layout = self.router.layout();
-        let (shard, keys) = self.shard_of(key);
-        let sharded = layout.len() > 1;
-        // Dependencies by home shard, other than the entry's own.
+        let keys = layout.shard(shard);
+        let registrations = &self.router.registrations;
+        // Read before any registration is sent: see registrations.rs.
+        let seen = (layout.len() > 1).then(|| registrations.seen(shard));
+        // Dependencies by home shard, other than the entry's own, not registered yet.
         let mut homes: BTreeMap<usize, Vec<&Dep>> = BTreeMap::new();
         let mut local: Vec<&Dep> = Vec::new();
-        if sharded {
+        if let Some(seen) = &seen {
             for dep in deps {
                 match layout.home_of(dep) {
                     home if home == shard => local.push(dep),
+                    _ if registrations.is_registered(seen, shard, dep) => {}
                     home => homes.entry(home).or_default().push(dep),
                 }
             }
@@ -208,9 +242,10 @@ impl RedisBackend {
                 if let Some(holder) = holder {
                     self.release_lease(key, holder).await?;
                 }
-                return Ok(Fenced::Invalidated);
+                return Ok(Some(Fenced::Invalidated));
             }
         }
+        let version = seen.as_ref().map_or("", |seen| seen.version.as_str());
         let put = |floor: u64| {
             let mut invocation = Invocation::new(&PUT);
             invocation
@@ -219,7 +254,8 @@ impl RedisBackend {
                 .key(keys.data(key))
                 .key(keys.fences())
                 .key(keys.lease(key))
-                .key(keys.ticket_floor());
+                .key(keys.ticket_floor())
+                .key(keys.directory_version());
             for dep in deps {
                 invocation.key(keys.index(dep));
             }
@@ -229,10 +265,11 @@ impl RedisBackend {
             invocation
                 .arg(key)
                 .arg(ttl)
-                .arg(&tail[..])
+                .arg(tail)
                 .arg(floor)
                 .arg(deps.len())
-                .arg(shard);
+                .arg(shard)
+                .arg(version);
             match fence {
                 Some((ticket, holder)) => invocation
                     .arg(ticket.seq())
@@ -273,11 +310,48 @@ impl RedisBackend {
         } else {
             self.send(shard, put).await?.0
         };
-        Ok(match outcome {
+        if outcome == -2 {
+            return Ok(None);
+        }
+        if let Some(seen) = &seen {
+            // The bits are set, and the shard still had the version read before them.
+            for dep in homes.values().flatten() {
+                registrations.record(seen, shard, dep);
+            }
+        }
+        Ok(Some(match outcome {
             1 => Fenced::Stored,
             0 => Fenced::Invalidated,
             _ => Fenced::Expired,
-        })
+        }))
+    }
+
+    /// Reads `shard`'s directory version after `put.lua` refused the one this process knew
+    /// (a repair pass renewed it, or its epoch did); creates it if it is missing.
+    async fn read_directory_version(&self, shard: usize) -> Result<()> {
+        let keys = self.router.layout().shard(shard);
+        let (version, _): (Option<String>, u64) = self
+            .send(shard, |_| {
+                let mut cmd = redis::cmd("GET");
+                cmd.arg(keys.directory_version());
+                cmd.into()
+            })
+            .await?;
+        let version = match version {
+            Some(version) => version,
+            None => {
+                self.send(shard, |_| {
+                    let mut invocation = Invocation::new(&DIRECTORY_VERSION);
+                    invocation.key(keys.directory_version());
+                    invocation.into()
+                })
+                .await?
+                .0
+            }
+        };
+        debug!(shard, %version, "directory version renewed");
+        self.router.registrations.learn(shard, &version);
+        Ok(())
     }
 
     /// Prunes `indexes` of `shard` (each with the members to check) in one atomic step:

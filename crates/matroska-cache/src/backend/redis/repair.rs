@@ -4,7 +4,10 @@
 //! missed the last writes, or was flushed) marks its directories incomplete: invalidations of
 //! the dependencies homed there visit every shard meanwhile. A repair pass walks every
 //! shard's index keys and sets, at each incomplete home, the bit of every shard that holds a
-//! slice of one of its dependencies; puts during the pass set their own bits. When the pass
+//! slice of one of its dependencies; puts during the pass set their own bits. It first renews
+//! every shard's directory version, so that puts which skip registering (they remember
+//! having registered: `registrations.rs`) either ran before and are found by the pass, or
+//! are refused and register again. When the pass
 //! is over, the mark is removed, unless a newer epoch set it again.
 
 use std::collections::BTreeMap;
@@ -15,7 +18,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::router::Invocation;
-use super::scripts::REPAIRED;
+use super::scripts::{DIRECTORY_VERSION, REPAIRED};
 use super::RedisBackend;
 use crate::dep::Dep;
 use crate::error::Result;
@@ -81,6 +84,22 @@ impl RedisBackend {
             .collect();
         if incomplete.is_empty() {
             return Ok(0);
+        }
+        // Puts that skipped their registrations under the old versions are refused from now
+        // on; those that ran before are in the index slices read below (registrations.rs).
+        let versions: Vec<(String, u64)> = self
+            .send_all(
+                (0..layout.len())
+                    .map(|shard| {
+                        let mut invocation = Invocation::new(&DIRECTORY_VERSION);
+                        invocation.key(layout.shard(shard).directory_version());
+                        (shard, invocation.into())
+                    })
+                    .collect(),
+            )
+            .await?;
+        for (shard, (version, _)) in versions.iter().enumerate() {
+            self.router.registrations.learn(shard, version);
         }
         let mut bits = 0u64;
         for (_, shards) in self.router.masters().await? {

@@ -30,6 +30,7 @@ use tracing::{debug, info, warn};
 
 use super::connection::{Node, Session};
 use super::keys::{Layout, SLOTS};
+use super::registrations::Registrations;
 use super::scripts::{EPOCH, TICKET_FLOOR};
 use super::RedisBackend;
 use crate::error::{Error, Result};
@@ -149,6 +150,8 @@ pub(crate) struct Router {
     refreshing: tokio::sync::Mutex<Instant>,
     /// Woken when a shard began a new epoch: its directories need a repair.
     pub(crate) repair_wanted: tokio::sync::Notify,
+    /// The directory bits this process set, and each shard's directory version.
+    pub(crate) registrations: Registrations,
     connect_timeout: Duration,
     #[cfg(feature = "tls")]
     tls: Option<super::tls::Tls>,
@@ -166,6 +169,7 @@ pub(crate) struct RouterSettings {
 impl Router {
     pub(crate) fn new(layout: Layout, settings: RouterSettings) -> Self {
         Router {
+            registrations: Registrations::new(layout.len()),
             layout,
             seeds: settings.seeds,
             cluster: settings.cluster,
@@ -275,10 +279,12 @@ impl Router {
             .key(keys.sequence())
             .key(keys.ticket_floor())
             .key(keys.incomplete())
+            .key(keys.directory_version())
             .arg(&session.run_id)
             .arg(role);
-        let (floor, ticket_floor_set, began): (u64, u8, u8) =
+        let (floor, ticket_floor_set, began, version): (u64, u8, u8, String) =
             self.on(&session, handshake.into()).await?;
+        self.registrations.learn(shard, &version);
         if began == 1 && self.layout.len() > 1 {
             // Its directories may have lost bits: see repair.rs.
             self.repair_wanted.notify_one();

@@ -44,6 +44,9 @@ pub(super) static DEPS: LazyLock<Script> = LazyLock::new(|| Script::new(include_
 /// Ends a shard's "directories incomplete" mark after a repair: `repaired.lua`.
 pub(super) static REPAIRED: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("repaired.lua")));
+/// Renews a shard's directory version before a repair pass: `directory_version.lua`.
+pub(super) static DIRECTORY_VERSION: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("directory_version.lua")));
 /// Sets a shard's ticket floor after a new epoch: `ticket_floor.lua`.
 pub(super) static TICKET_FLOOR: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("ticket_floor.lua")));
