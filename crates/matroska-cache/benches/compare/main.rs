@@ -12,6 +12,7 @@
 //! Prints Markdown tables (single operations, fan-out invalidation, memory per entry) and
 //! writes the fan-out plot to `docs/fanout.svg`.
 
+mod cluster;
 mod fanout;
 mod many_deps;
 mod memory_use;
@@ -139,4 +140,10 @@ async fn cluster_section() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     println!("\n## Single operations on a local cluster (3 masters, 3 replicas)\n");
     ops::print(&ops::cluster(&cache, &raw).await);
+    if max_dependents() >= 100_000 {
+        println!("\n## Fan-out invalidation on the cluster\n");
+        fanout::print(&[cluster::fanout(&cluster, &cache, &raw, PREFIX, 100_000).await]);
+    }
+    println!("\n## Memory per entry on the cluster\n");
+    memory_use::print(&cluster::memory(&cluster, &cache, &raw).await);
 }

@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use futures_util::future::try_join_all;
+use futures_util::{StreamExt, TryStreamExt};
 
 use super::keys::fence_bucket;
 use super::router::Invocation;
@@ -39,6 +40,10 @@ use crate::ttl;
 /// Dependencies marked and measured by one `invalidate.lua`: small enough that the script
 /// runs for well under a millisecond.
 pub(crate) const DEPS_PER_CHUNK: usize = 256;
+
+/// Shards of one master an invalidation works in at a time (one runs while the next waits,
+/// so the master never idles between them).
+const SHARDS_PER_NODE: usize = 2;
 
 /// `HSCAN`s sent in one pipeline while walking large indexes.
 const SCANS_PER_ROUND_TRIP: usize = 16;
@@ -174,13 +179,8 @@ impl RedisBackend {
                 }
             }
         }
-        let visited = try_join_all(
-            shards
-                .iter()
-                .map(|(&shard, deps)| self.invalidate_in_shard(shard, deps, Marks::Given(mark))),
-        )
-        .await?;
-        let dropped = visited.iter().map(|(dropped, _)| dropped).sum();
+        let visited = self.visit_shards(&shards, mark).await?;
+        let dropped = visited.values().map(|(dropped, _)| dropped).sum();
         // Every dependent is gone: end the invalidation where it runs, above every ticket
         // taken meanwhile (those may have read a dependent not yet dropped).
         let last = self.next_mark().await?;
@@ -188,8 +188,8 @@ impl RedisBackend {
             .iter()
             .map(|(&home, deps)| (home, deps.as_slice()))
             .collect();
-        for ((&shard, deps), (_, running)) in shards.iter().zip(&visited) {
-            if *running {
+        for (&shard, deps) in &shards {
+            if visited.get(&shard).is_some_and(|(_, running)| *running) {
                 ends.push((shard, deps.as_slice()));
             }
         }
@@ -213,6 +213,56 @@ impl RedisBackend {
             .collect();
         let _: Vec<(u64, u64)> = self.send_all(ends).await?;
         Ok(dropped)
+    }
+
+    /// Runs the steps in each shard of `shards` (with their dependencies), every master at
+    /// once but at most [`SHARDS_PER_NODE`] shards of one master at a time: a fan-out over
+    /// many shards of one master would otherwise queue all of them at once on its
+    /// connection, and the last ones would wait out their timeout behind the others.
+    /// Returns, by shard, how many entries were dropped and whether it still runs there.
+    async fn visit_shards(
+        &self,
+        shards: &BTreeMap<usize, Vec<&Dep>>,
+        mark: u64,
+    ) -> Result<BTreeMap<usize, (u64, bool)>> {
+        let mut groups: Vec<Vec<usize>> = self
+            .router
+            .masters()
+            .await?
+            .into_iter()
+            .map(|(_, served)| {
+                served
+                    .into_iter()
+                    .filter(|s| shards.contains_key(s))
+                    .collect()
+            })
+            .collect();
+        // Shards whose slot has no known master yet: the router finds it (or fails).
+        let placed: usize = groups.iter().map(Vec::len).sum();
+        if placed < shards.len() {
+            let grouped: std::collections::BTreeSet<usize> =
+                groups.iter().flatten().copied().collect();
+            groups.push(
+                shards
+                    .keys()
+                    .copied()
+                    .filter(|s| !grouped.contains(s))
+                    .collect(),
+            );
+        }
+        let visits = groups.into_iter().map(|group| {
+            futures_util::stream::iter(group)
+                .map(move |shard| async move {
+                    let deps = &shards[&shard];
+                    let outcome = self
+                        .invalidate_in_shard(shard, deps, Marks::Given(mark))
+                        .await?;
+                    Ok::<_, crate::Error>((shard, outcome))
+                })
+                .buffer_unordered(SHARDS_PER_NODE)
+                .try_collect::<Vec<_>>()
+        });
+        Ok(try_join_all(visits).await?.into_iter().flatten().collect())
     }
 
     /// The steps in one shard; returns how many entries were dropped and, for
