@@ -15,22 +15,31 @@
 -- ARGV[2]      how long (ms) the invalidation counts as running without a sign of life
 -- ARGV[3..]    the fence bucket of each dependency, in the order of KEYS[2..]
 --
--- Returns {incomplete, directories}: incomplete is 1 when this shard's directories may have
--- lost bits (a new epoch, until a repair: the caller then visits every shard); directories
--- holds one per dependency (an empty string when there is none). The invalidation ends at
--- this home with drop.lua (no members).
+-- Returns {incomplete, directories, running}: incomplete is 1 when this shard's directories
+-- may have lost bits (a new epoch, until a repair: the caller then visits every shard);
+-- directories holds one per dependency (an empty string when there is none); running is 0
+-- when no shard may hold a dependent (complete directories, all empty): the mark is then
+-- final and the invalidation is finished here, else 1 and it ends at this home with
+-- drop.lua (no members).
 local mark = tonumber(ARGV[1])
 local now = now_ms()
+local incomplete = redis.call('EXISTS', KEYS[1])
+local directories, running = {}, incomplete
+for i = 3, #KEYS do
+    local bits = redis.call('GET', KEYS[i]) or ''
+    directories[#directories + 1] = bits
+    if bits ~= '' then
+        running = 1
+    end
+end
 local buckets = distinct(3, #KEYS - 2)
 local states = fence_get(KEYS[2], buckets, now)
 for _, state in ipairs(states) do
     state[1] = math.max(state[1], mark)
-    state[2] = state[2] + 1
-    state[3] = math.max(state[3], now + tonumber(ARGV[2]))
+    if running == 1 then
+        state[2] = state[2] + 1
+        state[3] = math.max(state[3], now + tonumber(ARGV[2]))
+    end
 end
 fence_set(KEYS[2], buckets, states)
-local directories = {}
-for i = 3, #KEYS do
-    directories[#directories + 1] = redis.call('GET', KEYS[i]) or ''
-end
-return {redis.call('EXISTS', KEYS[1]), directories}
+return {incomplete, directories, running}

@@ -166,7 +166,7 @@ impl RedisBackend {
         // The shards each dependency has dependents in, by the directories (every shard,
         // for a home whose directories may have lost bits).
         let mut shards: BTreeMap<usize, Vec<&Dep>> = BTreeMap::new();
-        for ((_, deps), ((incomplete, directories), _)) in homes.iter().zip(&started) {
+        for ((_, deps), ((incomplete, directories, _), _)) in homes.iter().zip(&started) {
             for (dep, bits) in deps.iter().zip(directories) {
                 if *incomplete == 1 {
                     for shard in 0..layout.len() {
@@ -181,18 +181,23 @@ impl RedisBackend {
         }
         let visited = self.visit_shards(&shards, mark).await?;
         let dropped = visited.values().map(|(dropped, _)| dropped).sum();
-        // Every dependent is gone: end the invalidation where it runs, above every ticket
-        // taken meanwhile (those may have read a dependent not yet dropped).
-        let last = self.next_mark().await?;
         let mut ends: Vec<(usize, &[&Dep])> = homes
             .iter()
-            .map(|(&home, deps)| (home, deps.as_slice()))
+            .zip(&started)
+            .filter(|(_, ((_, _, running), _))| *running == 1)
+            .map(|((&home, deps), _)| (home, deps.as_slice()))
             .collect();
         for (&shard, deps) in &shards {
             if visited.get(&shard).is_some_and(|(_, running)| *running) {
                 ends.push((shard, deps.as_slice()));
             }
         }
+        if ends.is_empty() {
+            return Ok(dropped); // no dependents anywhere: finished at the homes
+        }
+        // Every dependent is gone: end the invalidation where it runs, above every ticket
+        // taken meanwhile (those may have read a dependent not yet dropped).
+        let last = self.next_mark().await?;
         let ends = ends
             .into_iter()
             .map(|(shard, deps)| {
@@ -406,9 +411,9 @@ fn shards_in(bits: &[u8], shards: usize) -> impl Iterator<Item = usize> + '_ {
     })
 }
 
-/// What `home.lua` returns: whether the home's directories may miss bits, and each
-/// dependency's directory.
-type HomeStarted = (u8, Vec<Vec<u8>>);
+/// What `home.lua` returns: whether the home's directories may miss bits, each
+/// dependency's directory, and whether the invalidation still runs there.
+type HomeStarted = (u8, Vec<Vec<u8>>, u8);
 
 /// What `invalidate.lua` returns: the snapshot generation, each index's size, the members of
 /// every index (flat `HGETALL` replies) when they are few, and whether the invalidation still

@@ -33,7 +33,7 @@
 //! | `invalidate` | 1 without dependents | `invalidate.lua` marks the fence table |
 //! | | 2 up to `batch_size` dependents | `invalidate.lua`, then `drop.lua` |
 //! | | beyond that, per 256 dependencies: 1 + pipelined `HSCAN` rounds + 1 per `batch_size` | see `invalidate.rs` |
-//! | | cluster: 2 more, and 1 at each home | the ticket counter twice, `home.lua`, then the above per shard |
+//! | | cluster: 2 more, and 1 at each home | the ticket counter twice, `home.lua`, then the above per shard (without dependents: the counter once, then `home.lua`) |
 //!
 //! Up to `batch_size` dependents (1,000 by default) of up to 256 dependencies, an
 //! invalidation is atomic per shard: its dependents there disappear together. Beyond that
