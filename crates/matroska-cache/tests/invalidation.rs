@@ -553,7 +553,35 @@ async fn invalidating_without_dependents_leaves_nothing_behind(h: Harness) {
     stores_after().await;
 }
 
+/// A fenced put whose ticket predates an invalidation is refused, even when a plain put of the
+/// same key and dependency came in between (on a sharded cache, that plain put registered the
+/// entry's shard at the dependency's home after the invalidation had run there: the fenced
+/// put must still meet the home's mark, not only its own shard's).
+async fn a_plain_put_in_between_does_not_let_an_old_ticket_store(h: Harness) {
+    let c = &h.cache;
+    for i in 0..20u64 {
+        let (key, d) = (format!("page:{i}"), dep::id("article", i));
+        let ticket = c.ticket().await.unwrap();
+        // Nobody depends on it yet: on a sharded cache this ends at the dependency's home.
+        assert_eq!(c.invalidate([d.clone()]).await.unwrap(), 0);
+        c.put(&key, "new", [d.clone()], MINUTE).await.unwrap();
+        let stored = c
+            .put_fenced(
+                &key,
+                "computed before the invalidation",
+                [d],
+                MINUTE,
+                &ticket,
+            )
+            .await
+            .unwrap();
+        assert!(!stored, "{key}: an old ticket stored");
+        assert_eq!(c.get::<String>(&key).await.unwrap().as_deref(), Some("new"));
+    }
+}
+
 backend_tests!(
+    a_plain_put_in_between_does_not_let_an_old_ticket_store,
     thousands_of_dependencies_in_one_call,
     invalidating_without_dependents_leaves_nothing_behind,
     a_dropped_invalidation_still_finishes,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use matroska_cache::{dep, MatroskaCache};
+use matroska_cache::{dep, Error, MatroskaCache};
 use matroska_test_support::RedisCluster;
 use rand::{Rng, SeedableRng};
 use support::{Harness, Kind};
@@ -44,6 +44,10 @@ struct Tally {
     cancelled: AtomicU64,
     invalidations: AtomicU64,
     failed_invalidations: AtomicU64,
+    /// Failed attempts that were `Error::Replication` (too few replicas acknowledged).
+    replication_errors: AtomicU64,
+    /// Invalidations completed by the writer with `require_replicas`.
+    replicated_invalidations: AtomicU64,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -159,9 +163,17 @@ async fn reader(
     }
 }
 
-async fn writer(cache: MatroskaCache, store: Arc<Store>, tally: Arc<Tally>, seed: u64) {
+/// Bumps versions and invalidates until the run is done (or `until` is set).
+async fn writer(
+    cache: MatroskaCache,
+    store: Arc<Store>,
+    tally: Arc<Tally>,
+    seed: u64,
+    until: Option<Arc<AtomicBool>>,
+) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    while !tally.done() {
+    let stopped = || until.as_ref().is_some_and(|u| u.load(Ordering::Relaxed));
+    while !tally.done() && !stopped() {
         let item = rng.random_range(0..ITEMS);
         let version = store.versions[item].fetch_add(1, Ordering::SeqCst) + 1;
         // The write is committed; now invalidate, retrying until it succeeds (Redis may be
@@ -169,7 +181,10 @@ async fn writer(cache: MatroskaCache, store: Arc<Store>, tally: Arc<Tally>, seed
         loop {
             match cache.invalidate([dep::id("item", item)]).await {
                 Ok(_) => break,
-                Err(_) => {
+                Err(error) => {
+                    if matches!(error, Error::Replication { .. }) {
+                        tally.replication_errors.fetch_add(1, Ordering::Relaxed);
+                    }
                     tally.failed_invalidations.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
@@ -177,6 +192,11 @@ async fn writer(cache: MatroskaCache, store: Arc<Store>, tally: Arc<Tally>, seed
         }
         store.completed[item].fetch_max(version, Ordering::SeqCst);
         tally.invalidations.fetch_add(1, Ordering::Relaxed);
+        if until.is_some() {
+            tally
+                .replicated_invalidations
+                .fetch_add(1, Ordering::SeqCst);
+        }
         tokio::time::sleep(Duration::from_millis(rng.random_range(5..15))).await;
     }
 }
@@ -185,10 +205,20 @@ async fn run(h: Harness, caches: Vec<MatroskaCache>, chaos: Chaos) {
     run_with(h, caches, chaos, None).await;
 }
 
+/// A cluster for [`cluster_chaos`], and a cache on it whose invalidations wait for a replica.
+struct ClusterRun {
+    cluster: RedisCluster,
+    replicated: MatroskaCache,
+}
+
 /// What the cluster faults did, for the report.
 #[derive(Debug, Default)]
 struct ClusterFaults {
     killed_clients: u64,
+    /// How long a replica was paused (`SIGSTOP`) while a writer with `require_replicas` ran.
+    paused_replica: Option<Duration>,
+    /// From the replica's resume until that writer's next invalidation succeeded.
+    replication_recovery: Option<Duration>,
     resharded_slots: u16,
     /// From `kill -9` of a master until a replica served all its slots.
     failover: Option<Duration>,
@@ -196,12 +226,16 @@ struct ClusterFaults {
     recovery: Option<Duration>,
 }
 
-/// Client connections killed every second, 300 slots moved between masters, then a master
-/// killed (`kill -9`) and failed over, while the readers and writers run.
+/// Client connections killed every second; a replica paused (`SIGSTOP`) for 2 s while an
+/// extra writer invalidates with `require_replicas` (`replicated` is set when that writer must
+/// stop: before the failover leaves a master without a replica); 300 slots moved between
+/// masters; then a master killed (`kill -9`) and failed over; all while the readers and
+/// writers run.
 async fn cluster_chaos(
     mut cluster: RedisCluster,
     done: Arc<AtomicBool>,
     tally: Arc<Tally>,
+    replicated: Arc<AtomicBool>,
 ) -> (RedisCluster, ClusterFaults) {
     let mut faults = ClusterFaults::default();
     let mut tick = 0u64;
@@ -212,7 +246,24 @@ async fn cluster_chaos(
         if tick.is_multiple_of(10) && reads < READS / 4 {
             faults.killed_clients += tokio::task::block_in_place(|| cluster.kill_clients());
         }
-        if faults.resharded_slots == 0 && reads > READS / 4 {
+        if faults.paused_replica.is_none() && reads > READS / 8 {
+            let replica = cluster.replica();
+            let paused = std::time::Instant::now();
+            cluster.pause(replica);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            cluster.resume(replica);
+            faults.paused_replica = Some(paused.elapsed());
+            let resumed = std::time::Instant::now();
+            let before = tally.replicated_invalidations.load(Ordering::SeqCst);
+            while tally.replicated_invalidations.load(Ordering::SeqCst) <= before
+                && !done.load(Ordering::Relaxed)
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            faults.replication_recovery = Some(resumed.elapsed());
+            replicated.store(true, Ordering::Relaxed);
+        }
+        if faults.resharded_slots == 0 && faults.paused_replica.is_some() && reads > READS / 4 {
             let masters = cluster.masters();
             tokio::task::block_in_place(|| cluster.reshard(masters[0].port, masters[1].port, 300));
             faults.resharded_slots = 300;
@@ -239,7 +290,7 @@ async fn run_with(
     h: Harness,
     caches: Vec<MatroskaCache>,
     chaos: Chaos,
-    cluster: Option<RedisCluster>,
+    cluster: Option<ClusterRun>,
 ) {
     let store = Arc::new(Store {
         versions: (0..ITEMS).map(|_| AtomicU64::new(0)).collect(),
@@ -264,15 +315,25 @@ async fn run_with(
             Arc::clone(&store),
             Arc::clone(&tally),
             1_000 + w,
+            None,
         )));
     }
     let done = Arc::new(AtomicBool::new(false));
     let hits_before_restart = Arc::new(AtomicU64::new(0));
-    let cluster_task = cluster.map(|cluster| {
+    let cluster_task = cluster.map(|run| {
+        let replicated = Arc::new(AtomicBool::new(false));
+        tasks.push(tokio::spawn(writer(
+            run.replicated,
+            Arc::clone(&store),
+            Arc::clone(&tally),
+            2_000,
+            Some(Arc::clone(&replicated)),
+        )));
         tokio::spawn(cluster_chaos(
-            cluster,
+            run.cluster,
             Arc::clone(&done),
             Arc::clone(&tally),
+            replicated,
         ))
     });
     let chaos_task = match h.kind {
@@ -332,6 +393,11 @@ async fn run_with(
                 faults.failover.is_some(),
                 "the run ended before the failover: {faults:?}"
             );
+            // The paused replica surfaced as typed errors, which the writer retried.
+            assert!(
+                tally.replication_errors.load(Ordering::Relaxed) > 0,
+                "no Error::Replication while a replica was paused: {faults:?}"
+            );
             drop(cluster);
             Some(faults)
         }
@@ -348,9 +414,11 @@ async fn run_with(
     // The figures quoted in the closing note come from this line (run with --nocapture).
     println!(
         "stale-read check: {reads} reads, {stale} stale, {hits} hits, {computations} computations, \
-         {fenced} fenced, {faults} faults, {} invalidations ({} failed attempts), {} cancelled",
+         {fenced} fenced, {faults} faults, {} invalidations ({} failed attempts, {} of them \
+         Error::Replication), {} cancelled",
         tally.invalidations.load(Ordering::Relaxed),
         tally.failed_invalidations.load(Ordering::Relaxed),
+        tally.replication_errors.load(Ordering::Relaxed),
         tally.cancelled.load(Ordering::Relaxed),
     );
     if let Some(faults) = &cluster_faults {
@@ -441,13 +509,26 @@ async fn no_stale_reads_through_redis_restarts_and_killed_connections() {
     .await;
 }
 
-/// The history check on a cluster while its client connections are killed, slots move
-/// between masters, and a master is killed and failed over.
+/// The history check on a cluster while its client connections are killed, a replica is
+/// paused under a writer with `require_replicas`, slots move between masters, and a master is
+/// killed and failed over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_stale_reads_through_cluster_failover_resharding_and_killed_connections() {
     let cluster = tokio::task::block_in_place(RedisCluster::start);
     let h = support::cluster(&cluster).await;
     let caches = caches_for_faults(&h).await;
+    let replicated = h
+        .redis_builder()
+        .expect("a Redis store")
+        .timeout(Duration::from_millis(500))
+        .require_replicas(1, Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    let replicated = MatroskaCache::builder(replicated)
+        .lease_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
     run_with(
         h,
         caches,
@@ -455,7 +536,10 @@ async fn no_stale_reads_through_cluster_failover_resharding_and_killed_connectio
             cancel: true,
             ..Chaos::default()
         },
-        Some(cluster),
+        Some(ClusterRun {
+            cluster,
+            replicated,
+        }),
     )
     .await;
 }

@@ -1,8 +1,9 @@
 -- The fence table, shared by put.lua, invalidate.lua and drop.lua (prepended to each when it
 -- is loaded: see `scripts.rs`).
 --
--- `{prefix}:f` is a hash of at most FENCE_BUCKETS fields. Every dependency hashes to one
--- bucket (keys.rs: fence_bucket), whose field holds "<mark> <running> <deadline>":
+-- `{tag}:f` is a hash of a fixed number of fields at most (keys.rs: FENCE_BUCKETS, or fewer
+-- per shard of a sharded cache). Every dependency hashes to one bucket
+-- (Layout::fence_bucket), whose field holds "<mark> <running> <deadline>":
 --   mark      the generation at which the last invalidation of a dependency in the bucket
 --             began or ended: fenced puts with an older ticket are refused
 --   running   invalidations of dependencies in the bucket running now (their dependents

@@ -29,7 +29,6 @@ use std::time::Duration;
 use futures_util::future::try_join_all;
 use futures_util::{StreamExt, TryStreamExt};
 
-use super::keys::fence_bucket;
 use super::router::Invocation;
 use super::scripts::{DROP, HOME, INVALIDATE};
 use super::{entry, parse_members, RedisBackend};
@@ -154,10 +153,11 @@ impl RedisBackend {
                         for dep in deps {
                             invocation.key(keys.directory(dep));
                         }
-                        invocation
-                            .arg(mark)
-                            .arg(self.running_deadline())
-                            .arg(deps.iter().map(|d| fence_bucket(d)).collect::<Vec<_>>());
+                        invocation.arg(mark).arg(self.running_deadline()).arg(
+                            deps.iter()
+                                .map(|d| layout.fence_bucket(d))
+                                .collect::<Vec<_>>(),
+                        );
                         (home, invocation.into())
                     })
                     .collect(),
@@ -202,7 +202,7 @@ impl RedisBackend {
             .into_iter()
             .map(|(shard, deps)| {
                 let keys = layout.shard(shard);
-                let buckets: Vec<u64> = deps.iter().map(|d| fence_bucket(d)).collect();
+                let buckets: Vec<u64> = deps.iter().map(|d| layout.fence_bucket(d)).collect();
                 let mut invocation = Invocation::new(&DROP);
                 invocation
                     .key(keys.sequence())
@@ -278,11 +278,12 @@ impl RedisBackend {
         deps: &[&Dep],
         marks: Marks,
     ) -> Result<(u64, bool)> {
-        let keys = self.router.layout().shard(shard);
+        let layout = self.router.layout();
+        let keys = layout.shard(shard);
         let chunk = Chunk {
             shard,
             indexes: deps.iter().map(|d| keys.index(d)).collect(),
-            buckets: deps.iter().map(|d| fence_bucket(d)).collect(),
+            buckets: deps.iter().map(|d| layout.fence_bucket(d)).collect(),
             marks,
         };
         let ((snapshot, sizes, lists, running), _): (Started, u64) = self

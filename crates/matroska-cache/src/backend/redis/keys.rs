@@ -29,16 +29,17 @@ use std::collections::HashMap;
 use crate::dep::Dep;
 use crate::error::{Error, Result};
 
-/// Buckets of the fence table. More buckets refuse fewer fenced puts for another dependency's
-/// invalidation (a put with d dependencies, computed while k other dependencies are
-/// invalidated, is refused needlessly with probability about d * k / FENCE_BUCKETS) and cost
-/// about 70 bytes each once used.
+/// Buckets of the fence table of a cache of one shard. More buckets refuse fewer fenced puts
+/// for another dependency's invalidation (a put with d dependencies, computed while k other
+/// dependencies are invalidated, is refused needlessly with probability about d * k /
+/// buckets) and cost about 70 bytes each once used.
 pub(crate) const FENCE_BUCKETS: u64 = 16_384;
 
-/// The fence bucket of `dep`.
-pub(crate) fn fence_bucket(dep: &Dep) -> u64 {
-    stable_hash(dep.as_str().as_bytes()) % FENCE_BUCKETS
-}
+/// The fewest buckets of each shard's fence table in a sharded cache. The table of `S` shards
+/// has `FENCE_BUCKETS / S` buckets but at least this many: about 1.1 MB of fence tables in
+/// all up to 16 shards, 72 KB per shard beyond (9 MB at most for the default 128). Each
+/// shard only sees the invalidations that visit it, so fewer buckets refuse about as rarely.
+pub(crate) const MIN_SHARD_FENCE_BUCKETS: u64 = 1_024;
 
 /// FNV-1a of `bytes`, mixed with MurmurHash3's finalizer (FNV's low bits alone spread ids
 /// that differ in their last digits poorly). Every process and version must agree on fence
@@ -115,6 +116,8 @@ pub(crate) struct Layout {
     by_tag: HashMap<String, usize>,
     /// Each shard's Redis Cluster slot.
     slots: Vec<u16>,
+    /// Buckets of each shard's fence table.
+    fence_buckets: u64,
 }
 
 impl Layout {
@@ -155,11 +158,22 @@ impl Layout {
             .iter()
             .map(|keys| slot(keys.tag.as_bytes()))
             .collect();
+        let fence_buckets = match shards.len() {
+            1 => FENCE_BUCKETS,
+            n => (FENCE_BUCKETS / n as u64).max(MIN_SHARD_FENCE_BUCKETS),
+        };
         Layout {
             shards,
             by_tag,
             slots,
+            fence_buckets,
         }
+    }
+
+    /// The fence bucket of `dep`, the same in every shard's table. (Every process of a cache
+    /// must agree on it: it depends only on the dependency and the number of shards.)
+    pub(crate) fn fence_bucket(&self, dep: &Dep) -> u64 {
+        stable_hash(dep.as_str().as_bytes()) % self.fence_buckets
     }
 
     /// The Redis Cluster slot of shard `s`.
@@ -376,17 +390,27 @@ mod tests {
     #[test]
     fn fence_buckets_are_stable_and_spread() {
         // Pinned (computed independently): processes of different versions share the table.
-        assert_eq!(fence_bucket(&crate::dep::id("article", 1)), 13113);
-        assert_eq!(fence_bucket(&crate::dep::tag("")), 1109);
+        let layout = Layout::new("p", 1).unwrap();
+        assert_eq!(layout.fence_bucket(&crate::dep::id("article", 1)), 13113);
+        assert_eq!(layout.fence_bucket(&crate::dep::tag("")), 1109);
         let mut used = std::collections::HashSet::new();
         for i in 0..10_000 {
-            used.insert(fence_bucket(&crate::dep::id("article", i)));
+            used.insert(layout.fence_bucket(&crate::dep::id("article", i)));
         }
         assert!(
             used.len() > 7_000,
             "{} buckets for 10,000 dependencies",
             used.len()
         );
+        // Sharded: smaller tables, at least MIN_SHARD_FENCE_BUCKETS.
+        for (shards, buckets) in [(2, 8_192), (16, 1_024), (128, 1_024), (1_024, 1_024)] {
+            let layout = Layout::new("p", shards).unwrap();
+            let used: std::collections::HashSet<u64> = (0..100_000)
+                .map(|i| layout.fence_bucket(&crate::dep::id("article", i)))
+                .collect();
+            assert!(used.iter().all(|&b| b < buckets), "{shards} shards");
+            assert!(used.len() as u64 > buckets * 99 / 100, "{shards} shards");
+        }
     }
 
     #[test]

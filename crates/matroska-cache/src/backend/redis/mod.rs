@@ -27,7 +27,7 @@
 //! | `has` | 1 | `GETRANGE` of the generation (an entry from before a restart is a miss) |
 //! | `put` | 1 | `put.lua`: entry and index members together (on a cluster, with `SETBIT`s registering its shard at other home shards, at once, the first time: `registrations`) |
 //! | `begin` | 1 | `begin.lua` (on a cluster, with a `GET` of the ticket counter, at once) |
-//! | fenced put | 1 (cluster: 2 the first time) | on a cluster, `register.lua` at other home shards first |
+//! | fenced put | 1 (cluster: 2) | on a cluster, `register.lua` at other home shards first |
 //! | `delete` | 1 | `UNLINK` (index members reclaimed later) |
 //! | `deps` | 1 | `deps.lua`: the entry's header and dependency list, not its value |
 //! | `invalidate` | 1 without dependents | `invalidate.lua` marks the fence table |
@@ -43,8 +43,8 @@
 //! index and calling it again drops them.
 //!
 //! **Fencing.** An invalidation records its mark (a value of the ticket counter) in a
-//! fixed-size fence table per shard (`{tag}:f`, 16,384 buckets, one per hash of the
-//! dependency); a fenced put whose ticket is older than a mark of its dependencies' buckets
+//! fixed-size fence table per shard (`{tag}:f`, 16,384 buckets on one shard, `16,384 / S` but
+//! at least 1,024 for `S` shards; one per hash of the dependency); a fenced put whose ticket is older than a mark of its dependencies' buckets
 //! stores nothing. Sharing buckets only ever refuses a put needlessly (a miss). Nothing per
 //! dependency outlives an invalidation, however many distinct dependencies are invalidated.
 //!
@@ -160,9 +160,9 @@ impl RedisBackend {
     /// shards, the entry's shard is also registered in the directory of each dependency at
     /// its home: by `put.lua` itself for dependencies homed in the entry's shard; for the
     /// others by `SETBIT`s sent with the put (plain), or by `register.lua` before it
-    /// (fenced: a registration that finds an invalidation refuses the put), unless this
-    /// process registered them already under the shard's directory version (see
-    /// `registrations.rs` and `docs/cluster.md`).
+    /// (fenced: a registration that finds an invalidation refuses the put). A plain put skips
+    /// the registrations this process already made under the shard's directory version
+    /// (see `registrations.rs` and `docs/cluster.md`).
     async fn store(
         &self,
         key: &str,
@@ -212,7 +212,8 @@ impl RedisBackend {
             for dep in deps {
                 match layout.home_of(dep) {
                     home if home == shard => local.push(dep),
-                    _ if registrations.is_registered(seen, shard, dep) => {}
+                    // Plain puts only: see registrations.rs.
+                    _ if fence.is_none() && registrations.is_registered(seen, shard, dep) => {}
                     home => homes.entry(home).or_default().push(dep),
                 }
             }
@@ -231,7 +232,7 @@ impl RedisBackend {
                     }
                     invocation.arg(ticket.seq()).arg(shard).arg(
                         deps.iter()
-                            .map(|d| keys::fence_bucket(d))
+                            .map(|d| layout.fence_bucket(d))
                             .collect::<Vec<_>>(),
                     );
                     (home, invocation.into())
@@ -276,7 +277,11 @@ impl RedisBackend {
                     .arg(ticket.time_ms())
                     .arg(ttl::redis_millis(self.max_ticket_age))
                     .arg(holder.map(|h| h.to_string()).unwrap_or_default())
-                    .arg(deps.iter().map(keys::fence_bucket).collect::<Vec<_>>()),
+                    .arg(
+                        deps.iter()
+                            .map(|d| layout.fence_bucket(d))
+                            .collect::<Vec<_>>(),
+                    ),
                 None => invocation.arg(""),
             };
             invocation.into()

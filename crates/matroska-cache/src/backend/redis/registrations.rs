@@ -2,9 +2,11 @@
 //! "Registering once").
 //!
 //! A put of an entry in shard `s` must be in the directory of each of its dependencies at the
-//! dependency's home. Bits are never cleared, so once a put registered `s` for `D`, later puts
-//! of `D` in `s` need not send the `SETBIT` (or `register.lua`) again: a warm put is one
-//! script in one slot. A bit can still be lost with its home's epoch (a failover to a replica
+//! dependency's home. Bits are never cleared, so once a put registered `s` for `D`, later
+//! plain puts of `D` in `s` need not send the `SETBIT` again: a warm plain put is one script
+//! in one slot. (Fenced puts always register: `register.lua` is also their fence check at the
+//! home, which an invalidation that read the directory before the bit was set, and still
+//! runs, has marked but never visits the put's shard to mark.) A bit can still be lost with its home's epoch (a failover to a replica
 //! that missed it, a flush); the repair pass that follows rebuilds bits from the index slices
 //! and first renews every shard's *directory version* (`{tag}:v`). A registration remembered
 //! here is valid only under the version of `s` read before its `SETBIT` was sent, and
