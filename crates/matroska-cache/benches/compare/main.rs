@@ -6,7 +6,7 @@
 //! cargo bench -p matroska-cache --bench compare                              # everything, about 5 minutes
 //! cargo bench -p matroska-cache --bench compare -- --max-dependents 100000   # fan-out up to 100k only
 //! cargo bench -p matroska-cache --bench compare -- --only many-deps          # one section: ops,
-//!                                                        # memory, fanout, many-deps or cluster
+//!                                                  # shards, memory, fanout, many-deps or cluster
 //! ```
 //!
 //! Prints Markdown tables (single operations, fan-out invalidation, memory per entry) and
@@ -84,6 +84,19 @@ async fn run() {
         let mut rows = ops::redis(&cache, &raw).await;
         rows.extend(ops::memory().await);
         ops::print(&rows);
+    }
+
+    if runs("shards") {
+        println!("\n## One server: 16 shards against 1\n");
+        let sharded = MatroskaCache::new(
+            RedisBackend::builder(&server.url(), "bench16")
+                .shards(16)
+                .auto_prune(None)
+                .build()
+                .await
+                .expect("sharded backend"),
+        );
+        ops::print(&ops::shards_on_one_server(&cache, &sharded).await);
     }
 
     if runs("memory") {

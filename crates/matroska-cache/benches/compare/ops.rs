@@ -198,6 +198,72 @@ pub async fn cluster(cache: &MatroskaCache, raw: &ClusterConnection) -> Vec<Comp
     redis_rows(cache, raw, "cluster").await
 }
 
+/// Our invalidation of `one{i}`'s only dependency (it must drop exactly that entry).
+fn invalidate_one(cache: &MatroskaCache) -> Op {
+    let c = cache.clone();
+    op(move |i| {
+        let c = c.clone();
+        async move {
+            let dropped = c.invalidate([dep::id("one", i)]).await.expect("invalidate");
+            assert_eq!(dropped, 1, "one{i} should have been dropped");
+        }
+    })
+}
+
+/// Stores the entries [`invalidate_one`] drops.
+fn fill_one(cache: &MatroskaCache) -> Setup {
+    let (c, v): (_, Arc<str>) = (cache.clone(), "v".repeat(VALUE_LEN).into());
+    setup(move || {
+        let (c, v) = (c.clone(), Arc::clone(&v));
+        async move {
+            for i in 0..REDIS_OPS {
+                let one = [dep::id("one", i)];
+                let ttl = Duration::from_secs(600);
+                c.put(&format!("one{i}"), &*v, one, ttl).await.expect("put");
+            }
+        }
+    })
+}
+
+/// One server, the same operations on a cache split into 16 shards (`sharded`) against one
+/// shard (`one`, the default there): what sharding costs where one thread serves every shard.
+pub async fn shards_on_one_server(one: &MatroskaCache, sharded: &MatroskaCache) -> Vec<Comparison> {
+    let mut rows = Vec::new();
+    for tasks in [1, 32] {
+        let (ours, base) = versus(
+            REDIS_OPS,
+            tasks,
+            (&put_with_deps(sharded), None),
+            (&put_with_deps(one), None),
+        )
+        .await;
+        rows.push(Comparison {
+            name: "redis put, 3 deps, 16 shards",
+            tasks,
+            ours,
+            baseline: "1 shard",
+            base,
+            target: None,
+        });
+        let (ours, base) = versus(
+            REDIS_OPS,
+            tasks,
+            (&invalidate_one(sharded), Some(&fill_one(sharded))),
+            (&invalidate_one(one), Some(&fill_one(one))),
+        )
+        .await;
+        rows.push(Comparison {
+            name: "redis invalidate, 1 dependent, 16 shards",
+            tasks,
+            ours,
+            baseline: "1 shard",
+            base,
+            target: None,
+        });
+    }
+    rows
+}
+
 /// The rows of one kind of Redis deployment (`label`: `redis` or `cluster`).
 async fn redis_rows<R>(cache: &MatroskaCache, raw: &R, label: &'static str) -> Vec<Comparison>
 where
@@ -236,29 +302,7 @@ where
     };
     // Invalidation of a dependency with one dependent, vs UNLINK of that one key; each
     // round first stores what it drops.
-    let invalidate_one = {
-        let c = cache.clone();
-        op(move |i| {
-            let c = c.clone();
-            async move {
-                let dropped = c.invalidate([dep::id("one", i)]).await.expect("invalidate");
-                assert_eq!(dropped, 1, "one{i} should have been dropped");
-            }
-        })
-    };
-    let fill_one = {
-        let (c, v) = (cache.clone(), Arc::clone(&value));
-        setup(move || {
-            let (c, v) = (c.clone(), Arc::clone(&v));
-            async move {
-                for i in 0..REDIS_OPS {
-                    let one = [dep::id("one", i)];
-                    let ttl = Duration::from_secs(600);
-                    c.put(&format!("one{i}"), &*v, one, ttl).await.expect("put");
-                }
-            }
-        })
-    };
+    let (invalidate_one, fill_one) = (invalidate_one(cache), fill_one(cache));
     let unlink_one = {
         let r = raw.clone();
         op(move |i| {
