@@ -645,3 +645,74 @@ async fn a_remembered_registration_is_renewed_after_a_directory_repair() {
     assert_eq!(b.invalidate([d]).await.unwrap(), 1);
     assert_eq!(a.get::<String>(&key).await.unwrap(), None);
 }
+
+/// A sharded cache prunes the directories of dependencies nobody depends on any more. A
+/// process that remembers having registered there registers again on its next put (the prune
+/// renewed the directory versions), so invalidations still find its entries; a tombstone left
+/// by a pass that stopped half-way is still read by invalidations, and merged back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unused_directories_are_pruned_and_remembered_registrations_renewed() {
+    let server = RedisServer::start();
+    let build = || {
+        RedisBackend::builder(&server.url(), "dirs")
+            .shards(16)
+            .auto_prune(None)
+            .build()
+    };
+    let (a, b) = (
+        MatroskaCache::new(build().await.unwrap()),
+        MatroskaCache::new(build().await.unwrap()),
+    );
+    let mut redis = server.connection();
+    let keys = |redis: &mut redis::Connection, kind: &str| -> Vec<String> {
+        redis.keys(format!("{{dirs#*}}:{kind}:*")).unwrap()
+    };
+    for i in 0..50u64 {
+        a.put(&format!("k{i}"), "v", [dep::id("article", i)], MINUTE)
+            .await
+            .unwrap();
+    }
+    assert_eq!(keys(&mut redis, "h").len(), 50);
+    // Nothing to prune while the entries live.
+    assert_eq!(b.prune().await.unwrap().directories, 0);
+    assert_eq!(keys(&mut redis, "h").len(), 50);
+
+    for i in 0..25u64 {
+        assert!(b.delete(&format!("k{i}")).await.unwrap());
+    }
+    let report = b.prune().await.unwrap();
+    assert_eq!((report.removed, report.directories), (25, 25), "{report:?}");
+    assert_eq!(keys(&mut redis, "h").len(), 25);
+    assert!(keys(&mut redis, "t").is_empty());
+
+    // `a` still remembers its registrations of article:0..25.
+    for i in 0..25u64 {
+        a.put(&format!("k{i}"), "v2", [dep::id("article", i)], MINUTE)
+            .await
+            .unwrap();
+    }
+    assert_eq!(keys(&mut redis, "h").len(), 50);
+    for i in 0..25u64 {
+        assert_eq!(
+            b.invalidate([dep::id("article", i)]).await.unwrap(),
+            1,
+            "article:{i}"
+        );
+    }
+
+    // A tombstone (a pass stopped between its steps) is read by invalidations...
+    let tomb = |redis: &mut redis::Connection, i: u64| {
+        let pattern = format!("{{dirs#*}}:h:{}", dep::id("article", i));
+        let dir: Option<String> = redis.keys::<_, Vec<String>>(pattern).unwrap().pop();
+        let dir = dir.unwrap_or_else(|| panic!("the directory of article:{i}"));
+        let tomb = dir.replacen("}:h:", "}:t:", 1);
+        let _: () = redis.rename(&dir, &tomb).unwrap();
+    };
+    tomb(&mut redis, 30);
+    assert_eq!(b.invalidate([dep::id("article", 30)]).await.unwrap(), 1);
+    // ... and the next prune merges it back while its dependency has dependents.
+    tomb(&mut redis, 31);
+    b.prune().await.unwrap();
+    assert!(keys(&mut redis, "t").is_empty());
+    assert_eq!(b.invalidate([dep::id("article", 31)]).await.unwrap(), 1);
+}

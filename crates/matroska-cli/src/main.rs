@@ -319,11 +319,12 @@ async fn run(cli: Cli) -> Result<Outcome, Failure> {
                     "indexes": report.indexes,
                     "members": report.members,
                     "removed": report.removed,
+                    "directories": report.directories,
                 }));
             } else {
                 println!(
-                    "pruned {} indexes: {} members visited, {} removed",
-                    report.indexes, report.members, report.removed
+                    "pruned {} indexes: {} members visited, {} removed, {} directories deleted",
+                    report.indexes, report.members, report.removed, report.directories
                 );
             }
         }

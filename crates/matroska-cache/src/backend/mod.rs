@@ -40,6 +40,9 @@ pub struct PruneReport {
     /// Members removed because their entry expired, was evicted, deleted, replaced or
     /// invalidated.
     pub removed: u64,
+    /// Directories deleted because no shard holds a dependent of their dependency any more
+    /// (Redis with several shards; see `docs/cluster.md`).
+    pub directories: u64,
 }
 
 /// Taken before reading the source of truth; a [fenced put](Backend::put_fenced) with it

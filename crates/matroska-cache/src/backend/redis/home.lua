@@ -10,29 +10,33 @@
 --
 -- KEYS[1]      the home shard's "directories incomplete" mark (see epoch.lua)
 -- KEYS[2]      the home shard's fence table
--- KEYS[3..]    the directory of each dependency (a bitmap of shards)
+-- KEYS[3..2+n] the directory of each dependency (a bitmap of shards)
+-- KEYS[3+n..]  the tombstone of each dependency's directory, in the same order (a directory
+--              being pruned: see repair.rs)
 -- ARGV[1]      the mark (from the cache's ticket counter)
 -- ARGV[2]      how long (ms) the invalidation counts as running without a sign of life
--- ARGV[3..]    the fence bucket of each dependency, in the order of KEYS[2..]
+-- ARGV[3..]    the fence bucket of each dependency, in the order of KEYS[3..2+n]
 --
--- Returns {incomplete, directories, running}: incomplete is 1 when this shard's directories
--- may have lost bits (a new epoch, until a repair: the caller then visits every shard);
--- directories holds one per dependency (an empty string when there is none); running is 0
+-- Returns {incomplete, directories, tombstones, running}: incomplete is 1 when this shard's
+-- directories may have lost bits (a new epoch, until a repair: the caller then visits every
+-- shard); directories and tombstones hold one bitmap per dependency (an empty string when
+-- there is none: the shards to visit are the bits of either); running is 0
 -- when no shard may hold a dependent (complete directories, all empty): the mark is then
 -- final and the invalidation is finished here, else 1 and it ends at this home with
 -- drop.lua (no members).
 local mark = tonumber(ARGV[1])
 local now = now_ms()
 local incomplete = redis.call('EXISTS', KEYS[1])
-local directories, running = {}, incomplete
-for i = 3, #KEYS do
-    local bits = redis.call('GET', KEYS[i]) or ''
-    directories[#directories + 1] = bits
-    if bits ~= '' then
+local n = (#KEYS - 2) / 2
+local directories, tombstones, running = {}, {}, incomplete
+for i = 1, n do
+    directories[i] = redis.call('GET', KEYS[2 + i]) or ''
+    tombstones[i] = redis.call('GET', KEYS[2 + n + i]) or ''
+    if directories[i] ~= '' or tombstones[i] ~= '' then
         running = 1
     end
 end
-local buckets = distinct(3, #KEYS - 2)
+local buckets = distinct(3, n)
 local states = fence_get(KEYS[2], buckets, now)
 for _, state in ipairs(states) do
     state[1] = math.max(state[1], mark)
@@ -42,4 +46,4 @@ for _, state in ipairs(states) do
     end
 end
 fence_set(KEYS[2], buckets, states)
-return {incomplete, directories, running}
+return {incomplete, directories, tombstones, running}

@@ -61,7 +61,7 @@ impl RedisBackend {
     /// One `SCAN` step over the keys of this cache of one type (`"*"` for all) on the server
     /// of `via` (a shard it serves); each key comes with its shard, and only keys of
     /// `shards` are kept (a slot being migrated can leave keys of another server's shard).
-    async fn scan_keys(
+    pub(super) async fn scan_keys(
         &self,
         via: usize,
         shards: &[usize],
@@ -328,6 +328,9 @@ impl RedisBackend {
                 }
             }
         }
+        // After the members: a slice left with nothing but garbage is gone by now.
+        report.directories = self.prune_directories(shards).await?;
+        progress(&report);
         Ok(report)
     }
 }

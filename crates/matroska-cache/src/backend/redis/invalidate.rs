@@ -23,7 +23,7 @@
 //! the steps above in each of those shards without ending them, takes a final mark, and ends
 //! the invalidation everywhere it started with that mark.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use futures_util::future::try_join_all;
@@ -153,6 +153,9 @@ impl RedisBackend {
                         for dep in deps {
                             invocation.key(keys.directory(dep));
                         }
+                        for dep in deps {
+                            invocation.key(keys.directory_tomb(dep));
+                        }
                         invocation.arg(mark).arg(self.running_deadline()).arg(
                             deps.iter()
                                 .map(|d| layout.fence_bucket(d))
@@ -163,19 +166,20 @@ impl RedisBackend {
                     .collect(),
             )
             .await?;
-        // The shards each dependency has dependents in, by the directories (every shard,
-        // for a home whose directories may have lost bits).
+        // The shards each dependency has dependents in, by the directories and their
+        // tombstones (every shard, for a home whose directories may have lost bits).
         let mut shards: BTreeMap<usize, Vec<&Dep>> = BTreeMap::new();
-        for ((_, deps), ((incomplete, directories, _), _)) in homes.iter().zip(&started) {
-            for (dep, bits) in deps.iter().zip(directories) {
-                if *incomplete == 1 {
-                    for shard in 0..layout.len() {
-                        shards.entry(shard).or_default().push(dep);
-                    }
+        for ((_, deps), ((incomplete, directories, tombs, _), _)) in homes.iter().zip(&started) {
+            for ((dep, bits), tomb) in deps.iter().zip(directories).zip(tombs) {
+                let named: BTreeSet<usize> = if *incomplete == 1 {
+                    (0..layout.len()).collect()
                 } else {
-                    for shard in shards_in(bits, layout.len()) {
-                        shards.entry(shard).or_default().push(dep);
-                    }
+                    shards_in(bits, layout.len())
+                        .chain(shards_in(tomb, layout.len()))
+                        .collect()
+                };
+                for shard in named {
+                    shards.entry(shard).or_default().push(dep);
                 }
             }
         }
@@ -184,7 +188,7 @@ impl RedisBackend {
         let mut ends: Vec<(usize, &[&Dep])> = homes
             .iter()
             .zip(&started)
-            .filter(|(_, ((_, _, running), _))| *running == 1)
+            .filter(|(_, ((_, _, _, running), _))| *running == 1)
             .map(|((&home, deps), _)| (home, deps.as_slice()))
             .collect();
         for (&shard, deps) in &shards {
@@ -405,7 +409,7 @@ impl RedisBackend {
 }
 
 /// The shards set in a directory bitmap (`SETBIT` order: bit 0 is the first byte's highest).
-fn shards_in(bits: &[u8], shards: usize) -> impl Iterator<Item = usize> + '_ {
+pub(super) fn shards_in(bits: &[u8], shards: usize) -> impl Iterator<Item = usize> + '_ {
     (0..shards).filter(move |s| {
         bits.get(s / 8)
             .is_some_and(|byte| byte & (0x80 >> (s % 8)) != 0)
@@ -413,8 +417,8 @@ fn shards_in(bits: &[u8], shards: usize) -> impl Iterator<Item = usize> + '_ {
 }
 
 /// What `home.lua` returns: whether the home's directories may miss bits, each
-/// dependency's directory, and whether the invalidation still runs there.
-type HomeStarted = (u8, Vec<Vec<u8>>, u8);
+/// dependency's directory and tombstone, and whether the invalidation still runs there.
+type HomeStarted = (u8, Vec<Vec<u8>>, Vec<Vec<u8>>, u8);
 
 /// What `invalidate.lua` returns: the snapshot generation, each index's size, the members of
 /// every index (flat `HGETALL` replies) when they are few, and whether the invalidation still

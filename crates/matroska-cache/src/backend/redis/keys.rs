@@ -292,6 +292,21 @@ impl KeySpace {
         self.key("h", dep.as_str())
     }
 
+    /// Where a directory pruning pass keeps `dep`'s directory while it checks that no shard
+    /// holds a dependent any more (see `repair.rs`).
+    pub(crate) fn directory_tomb(&self, dep: &Dep) -> String {
+        self.key("t", dep.as_str())
+    }
+
+    /// The dependency whose directory (`h`) or tombstone (`t`) is `redis_key`.
+    pub(crate) fn dep_of_directory(&self, redis_key: &str) -> Option<Dep> {
+        let rest = redis_key.strip_prefix(&self.tag)?;
+        rest.strip_prefix(":h:")
+            .or_else(|| rest.strip_prefix(":t:"))?
+            .parse()
+            .ok()
+    }
+
     /// The lease on computing the entry under `key` (read-through across processes).
     pub(crate) fn lease(&self, key: &str) -> String {
         self.key("l", key)

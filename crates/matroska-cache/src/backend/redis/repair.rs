@@ -1,5 +1,7 @@
-//! Rebuilding directories that may have lost bits (sharded caches; see `docs/cluster.md`).
+//! The directories of a sharded cache (see `docs/cluster.md`): rebuilding those that may
+//! have lost bits, and pruning those of dependencies nobody depends on any more.
 //!
+//! **Repair.**
 //! A shard that starts a new epoch (its master restarted, failed over to a replica that
 //! missed the last writes, or was flushed) marks its directories incomplete: invalidations of
 //! the dependencies homed there visit every shard meanwhile. A repair pass walks every
@@ -7,18 +9,28 @@
 //! slice of one of its dependencies; puts during the pass set their own bits. It first renews
 //! every shard's directory version, so that puts which skip registering (they remember
 //! having registered: `registrations.rs`) either ran before and are found by the pass, or
-//! are refused and register again. When the pass
+//! are refused and register again.
+//!
+//! **Pruning** (with `prune()` and the background prune, after the index members): a directory
+//! whose every named shard holds no slice of its dependency any more is deleted in four
+//! steps, because a registration of a bit already set is invisible: (1) `bury.lua` moves it to
+//! a tombstone, which invalidations still read, so registrations from now on create a new
+//! directory; (2) the directory version of every shard the tombstone names is renewed, so a
+//! put that registered (or skipped registering) before (1) and has not stored yet is refused
+//! and registers again; (3) those shards are checked for a slice once more (a put that stored
+//! before (2) is found); (4) `settle.lua` deletes the tombstone, or merges it back. When the pass
 //! is over, the mark is removed, unless a newer epoch set it again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{info, warn};
 
+use super::invalidate::shards_in;
 use super::router::Invocation;
-use super::scripts::{DIRECTORY_VERSION, REPAIRED};
+use super::scripts::{BURY, DIRECTORY_VERSION, REPAIRED, SETTLE};
 use super::RedisBackend;
 use crate::dep::Dep;
 use crate::error::Result;
@@ -87,20 +99,7 @@ impl RedisBackend {
         }
         // Puts that skipped their registrations under the old versions are refused from now
         // on; those that ran before are in the index slices read below (registrations.rs).
-        let versions: Vec<(String, u64)> = self
-            .send_all(
-                (0..layout.len())
-                    .map(|shard| {
-                        let mut invocation = Invocation::new(&DIRECTORY_VERSION);
-                        invocation.key(layout.shard(shard).directory_version());
-                        (shard, invocation.into())
-                    })
-                    .collect(),
-            )
-            .await?;
-        for (shard, (version, _)) in versions.iter().enumerate() {
-            self.router.registrations.learn(shard, version);
-        }
+        self.renew_directory_versions(0..layout.len()).await?;
         let mut bits = 0u64;
         for (_, shards) in self.router.masters().await? {
             let via = shards[0];
@@ -159,5 +158,257 @@ impl RedisBackend {
             bits, "repaired the directories of shards that started a new epoch"
         );
         Ok(incomplete.len())
+    }
+
+    /// Renews the directory version of `shards` (and learns the new ones).
+    async fn renew_directory_versions(&self, shards: impl Iterator<Item = usize>) -> Result<()> {
+        let layout = self.router.layout();
+        let shards: Vec<usize> = shards.collect();
+        let versions: Vec<(String, u64)> = self
+            .send_all(
+                shards
+                    .iter()
+                    .map(|&shard| {
+                        let mut invocation = Invocation::new(&DIRECTORY_VERSION);
+                        invocation.key(layout.shard(shard).directory_version());
+                        (shard, invocation.into())
+                    })
+                    .collect(),
+            )
+            .await?;
+        for (&shard, (version, _)) in shards.iter().zip(&versions) {
+            self.router.registrations.learn(shard, version);
+        }
+        Ok(())
+    }
+
+    /// Deletes the directories homed in `homes` whose dependency no shard holds a slice of
+    /// any more (see the module documentation); returns how many.
+    pub(super) async fn prune_directories(&self, homes: &[usize]) -> Result<u64> {
+        let layout = self.router.layout();
+        if layout.len() == 1 {
+            return Ok(0);
+        }
+        let mut deleted = 0;
+        for (_, served) in self.router.masters().await? {
+            let mine: Vec<usize> = served.into_iter().filter(|s| homes.contains(s)).collect();
+            let Some(&via) = mine.first() else {
+                continue;
+            };
+            // Tombstones too: a pass that stopped half-way leaves them.
+            for kind in ["h", "t"] {
+                let mut cursor = 0;
+                loop {
+                    let (next, keys) = self.scan_keys(via, &mine, kind, cursor).await?;
+                    let mut deps: Vec<(usize, Dep)> = keys
+                        .iter()
+                        .filter_map(|(home, key)| {
+                            Some((*home, layout.shard(*home).dep_of_directory(key)?))
+                        })
+                        .collect();
+                    deps.sort_unstable_by(|a, b| (a.0, a.1.as_str()).cmp(&(b.0, b.1.as_str())));
+                    deps.dedup();
+                    deleted += self.prune_directory_batch(&deps).await?;
+                    cursor = next;
+                    if cursor == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        if deleted > 0 {
+            info!(
+                deleted,
+                "pruned directories of dependencies without dependents"
+            );
+        }
+        Ok(deleted)
+    }
+
+    /// The four steps for one page of `(home, dependency)` directories.
+    async fn prune_directory_batch(&self, deps: &[(usize, Dep)]) -> Result<u64> {
+        if deps.is_empty() {
+            return Ok(0);
+        }
+        let layout = self.router.layout();
+        // Which shards each directory and tombstone names; only those with no slice in any
+        // of them are candidates.
+        let replies = self
+            .per_home(deps, |pipe, keys, dep| {
+                pipe.cmd("GET").arg(keys.directory(dep));
+                pipe.cmd("GET").arg(keys.directory_tomb(dep));
+            })
+            .await?;
+        let named: Vec<BTreeSet<usize>> = replies
+            .iter()
+            .map(|replies| {
+                replies
+                    .iter()
+                    .flat_map(|bits| match bits {
+                        redis::Value::BulkString(bits) => {
+                            shards_in(bits, layout.len()).collect::<Vec<_>>()
+                        }
+                        _ => Vec::new(),
+                    })
+                    .collect()
+            })
+            .collect();
+        let held = self.slices_held(deps, &named).await?;
+        // A tombstone of a dependency with dependents (left by a stopped pass) goes back.
+        let revived: Vec<(usize, Dep)> = deps
+            .iter()
+            .zip(&replies)
+            .zip(&held)
+            .filter(|((_, replies), held)| **held && !matches!(replies[1], redis::Value::Nil))
+            .map(|((dep, _), _)| dep.clone())
+            .collect();
+        if !revived.is_empty() {
+            self.bury_or_settle(&SETTLE, &revived, Some(&vec![true; revived.len()]))
+                .await?;
+        }
+        let candidates: Vec<(usize, Dep)> = deps
+            .iter()
+            .zip(&held)
+            .filter(|(_, held)| !**held)
+            .map(|(dep, _)| dep.clone())
+            .collect();
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        // 1. Bury.
+        let tombs = self.bury_or_settle(&BURY, &candidates, None).await?;
+        let named: Vec<BTreeSet<usize>> = tombs
+            .iter()
+            .map(|bits| match bits {
+                redis::Value::BulkString(bits) => shards_in(bits, layout.len()).collect(),
+                _ => BTreeSet::new(),
+            })
+            .collect();
+        // 2. Renew the versions of the shards they name.
+        let shards: BTreeSet<usize> = named.iter().flatten().copied().collect();
+        self.renew_directory_versions(shards.into_iter()).await?;
+        // 3. Check again; 4. settle.
+        let held = self.slices_held(&candidates, &named).await?;
+        let settled = self
+            .bury_or_settle(&SETTLE, &candidates, Some(&held))
+            .await?;
+        Ok(settled
+            .iter()
+            .map(|v| match v {
+                redis::Value::Int(n) => *n as u64,
+                _ => 0,
+            })
+            .sum())
+    }
+
+    /// One pipeline per home shard of `deps`, with the commands `each` adds for each of its
+    /// dependencies; the replies of each dependency, in the order of `deps`.
+    async fn per_home(
+        &self,
+        deps: &[(usize, Dep)],
+        each: impl Fn(&mut redis::Pipeline, &super::KeySpace, &Dep),
+    ) -> Result<Vec<Vec<redis::Value>>> {
+        let layout = self.router.layout();
+        let mut by_home: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (i, (home, _)) in deps.iter().enumerate() {
+            by_home.entry(*home).or_default().push(i);
+        }
+        let requests = by_home
+            .iter()
+            .map(|(&home, members)| {
+                let mut pipe = redis::Pipeline::new();
+                for &i in members {
+                    each(&mut pipe, layout.shard(home), &deps[i].1);
+                }
+                (home, pipe.into())
+            })
+            .collect();
+        let replies: Vec<(Vec<redis::Value>, u64)> = self.send_all(requests).await?;
+        let mut out = vec![Vec::new(); deps.len()];
+        for ((_, members), (values, _)) in by_home.iter().zip(replies) {
+            let per = values.len() / members.len().max(1);
+            for (&i, chunk) in members.iter().zip(values.chunks(per.max(1))) {
+                out[i] = chunk.to_vec();
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether any of the shards `named[i]` holds an index slice of `deps[i]`.
+    async fn slices_held(
+        &self,
+        deps: &[(usize, Dep)],
+        named: &[BTreeSet<usize>],
+    ) -> Result<Vec<bool>> {
+        let layout = self.router.layout();
+        let mut by_shard: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (i, shards) in named.iter().enumerate() {
+            for &shard in shards {
+                by_shard.entry(shard).or_default().push(i);
+            }
+        }
+        let requests = by_shard
+            .iter()
+            .map(|(&shard, members)| {
+                let mut pipe = redis::Pipeline::with_capacity(members.len());
+                for &i in members {
+                    pipe.cmd("EXISTS")
+                        .arg(layout.shard(shard).index(&deps[i].1));
+                }
+                (shard, pipe.into())
+            })
+            .collect();
+        let replies: Vec<(Vec<u8>, u64)> = self.send_all(requests).await?;
+        let mut held = vec![false; deps.len()];
+        for ((_, members), (exists, _)) in by_shard.iter().zip(replies) {
+            for (&i, exists) in members.iter().zip(exists) {
+                held[i] |= exists == 1;
+            }
+        }
+        Ok(held)
+    }
+
+    /// `bury.lua` (each tombstone's bitmap, in the order of `deps`) or `settle.lua` with
+    /// `held` (how many each home deleted) at each home of `deps`.
+    async fn bury_or_settle(
+        &self,
+        script: &'static redis::Script,
+        deps: &[(usize, Dep)],
+        held: Option<&[bool]>,
+    ) -> Result<Vec<redis::Value>> {
+        let layout = self.router.layout();
+        let mut by_home: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (i, (home, _)) in deps.iter().enumerate() {
+            by_home.entry(*home).or_default().push(i);
+        }
+        let requests = by_home
+            .iter()
+            .map(|(&home, members)| {
+                let keys = layout.shard(home);
+                let mut invocation = Invocation::new(script);
+                for &i in members {
+                    invocation
+                        .key(keys.directory(&deps[i].1))
+                        .key(keys.directory_tomb(&deps[i].1));
+                    if let Some(held) = held {
+                        invocation.arg(if held[i] { "0" } else { "1" });
+                    }
+                }
+                (home, invocation.into())
+            })
+            .collect();
+        let replies: Vec<(redis::Value, u64)> = self.send_all(requests).await?;
+        if held.is_some() {
+            return Ok(replies.into_iter().map(|(v, _)| v).collect());
+        }
+        let mut out = vec![redis::Value::Nil; deps.len()];
+        for ((_, members), (reply, _)) in by_home.iter().zip(replies) {
+            if let redis::Value::Array(tombs) = reply {
+                for (&i, tomb) in members.iter().zip(tombs) {
+                    out[i] = tomb;
+                }
+            }
+        }
+        Ok(out)
     }
 }

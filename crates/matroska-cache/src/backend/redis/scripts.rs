@@ -41,6 +41,11 @@ pub(super) static PRUNE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("prune.lua")));
 /// An entry's header and dependency list: `deps.lua`.
 pub(super) static DEPS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("deps.lua")));
+/// Moves directories to their tombstones while a pruning pass checks them: `bury.lua`.
+pub(super) static BURY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("bury.lua")));
+/// Deletes pruned tombstones, or merges them back: `settle.lua`.
+pub(super) static SETTLE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("settle.lua")));
 /// Ends a shard's "directories incomplete" mark after a repair: `repaired.lua`.
 pub(super) static REPAIRED: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("repaired.lua")));
