@@ -572,6 +572,24 @@ async fn a_prune_with_a_shorter_ticket_age_keeps_the_marks_others_need() {
     );
 }
 
+/// Two processes' caches of `prefix` split into 16 shards on one server, without the
+/// background prune.
+async fn two_sharded_processes(
+    server: &RedisServer,
+    prefix: &str,
+) -> (MatroskaCache, MatroskaCache) {
+    let build = || {
+        RedisBackend::builder(&server.url(), prefix)
+            .shards(16)
+            .auto_prune(None)
+            .build()
+    };
+    (
+        MatroskaCache::new(build().await.unwrap()),
+        MatroskaCache::new(build().await.unwrap()),
+    )
+}
+
 /// A sharded cache (here 16 shards on one server) registers an entry's shard at each
 /// dependency's home once per process: a warm put sends no `SETBIT`. When a home loses a
 /// directory bit (simulated: the bit deleted, the home marked incomplete as a new epoch
@@ -582,16 +600,7 @@ async fn a_prune_with_a_shorter_ticket_age_keeps_the_marks_others_need() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remembered_registration_is_renewed_after_a_directory_repair() {
     let server = RedisServer::start();
-    let build = || {
-        RedisBackend::builder(&server.url(), "reg")
-            .shards(16)
-            .auto_prune(None)
-            .build()
-    };
-    let (a, b) = (
-        MatroskaCache::new(build().await.unwrap()),
-        MatroskaCache::new(build().await.unwrap()),
-    );
+    let (a, b) = two_sharded_processes(&server, "reg").await;
     let mut redis = server.connection();
     let tag_of = |key: &str| key[..=key.find('}').unwrap()].to_owned();
     let one_key = |redis: &mut redis::Connection, pattern: String| -> String {
@@ -653,16 +662,7 @@ async fn a_remembered_registration_is_renewed_after_a_directory_repair() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unused_directories_are_pruned_and_remembered_registrations_renewed() {
     let server = RedisServer::start();
-    let build = || {
-        RedisBackend::builder(&server.url(), "dirs")
-            .shards(16)
-            .auto_prune(None)
-            .build()
-    };
-    let (a, b) = (
-        MatroskaCache::new(build().await.unwrap()),
-        MatroskaCache::new(build().await.unwrap()),
-    );
+    let (a, b) = two_sharded_processes(&server, "dirs").await;
     let mut redis = server.connection();
     let keys = |redis: &mut redis::Connection, kind: &str| -> Vec<String> {
         redis.keys(format!("{{dirs#*}}:{kind}:*")).unwrap()

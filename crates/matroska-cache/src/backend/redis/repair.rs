@@ -309,10 +309,7 @@ impl RedisBackend {
         each: impl Fn(&mut redis::Pipeline, &super::KeySpace, &Dep),
     ) -> Result<Vec<Vec<redis::Value>>> {
         let layout = self.router.layout();
-        let mut by_home: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        for (i, (home, _)) in deps.iter().enumerate() {
-            by_home.entry(*home).or_default().push(i);
-        }
+        let by_home = by_home(deps);
         let requests = by_home
             .iter()
             .map(|(&home, members)| {
@@ -377,10 +374,7 @@ impl RedisBackend {
         held: Option<&[bool]>,
     ) -> Result<Vec<redis::Value>> {
         let layout = self.router.layout();
-        let mut by_home: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        for (i, (home, _)) in deps.iter().enumerate() {
-            by_home.entry(*home).or_default().push(i);
-        }
+        let by_home = by_home(deps);
         let requests = by_home
             .iter()
             .map(|(&home, members)| {
@@ -411,4 +405,13 @@ impl RedisBackend {
         }
         Ok(out)
     }
+}
+
+/// The positions in `deps` of each home's dependencies.
+fn by_home(deps: &[(usize, Dep)]) -> BTreeMap<usize, Vec<usize>> {
+    let mut by_home: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, (home, _)) in deps.iter().enumerate() {
+        by_home.entry(*home).or_default().push(i);
+    }
+    by_home
 }
