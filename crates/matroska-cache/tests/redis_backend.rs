@@ -573,7 +573,8 @@ async fn a_prune_with_a_shorter_ticket_age_keeps_the_marks_others_need() {
 }
 
 /// Two processes' caches of `prefix` split into 16 shards on one server, without the
-/// background prune.
+/// background prune, once the directory repair each runs at start (a fresh server's shards
+/// all begin their first epoch) has cleared every shard's "incomplete" mark.
 async fn two_sharded_processes(
     server: &RedisServer,
     prefix: &str,
@@ -584,10 +585,21 @@ async fn two_sharded_processes(
             .auto_prune(None)
             .build()
     };
-    (
+    let caches = (
         MatroskaCache::new(build().await.unwrap()),
         MatroskaCache::new(build().await.unwrap()),
-    )
+    );
+    let mut redis = server.connection();
+    for _ in 0..100 {
+        let marks: Vec<String> = redis.keys(format!("{{{prefix}#*}}:i")).unwrap();
+        if marks.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The other process's pass may still be finishing: it found the marks too.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    caches
 }
 
 /// A sharded cache (here 16 shards on one server) registers an entry's shard at each
@@ -623,22 +635,34 @@ async fn a_remembered_registration_is_renewed_after_a_directory_repair() {
     let (key, d, directory) = found.expect("a dependency homed elsewhere");
     let home = tag_of(&directory);
 
-    // A warm put registers nothing.
-    let _: () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query(&mut redis)
-        .unwrap();
-    a.put(&key, "v1", [d.clone()], MINUTE).await.unwrap();
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut redis)
-        .unwrap();
-    assert!(!stats.contains("cmdstat_setbit"), "{stats}");
+    // A warm put registers nothing, once the repair pass every new cache runs at start (it
+    // renews the directory versions, so the next put registers again) is over.
+    let mut warm = false;
+    for _ in 0..50 {
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query(&mut redis)
+            .unwrap();
+        a.put(&key, "v1", [d.clone()], MINUTE).await.unwrap();
+        let stats: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut redis)
+            .unwrap();
+        if !stats.contains("cmdstat_setbit") {
+            warm = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(warm, "every put registered again");
 
-    // The entry is deleted; a prune removes its member from d's index slice, so nothing left
-    // in the index names the entry's shard for d.
-    assert!(b.delete(&key).await.unwrap());
-    b.prune().await.unwrap();
+    // The entry and d's index slice go (as after an expiry and a prune, but without a prune
+    // pass: its directory pruning would renew the version as well), so nothing left in the
+    // index names the entry's shard for d.
+    let entry = one_key(&mut redis, format!("*}}:d:{key}"));
+    let slice = entry.replacen(&format!("}}:d:{key}"), &format!("}}:r:{d}"), 1);
+    let removed: u64 = redis.del(&[&entry, &slice]).unwrap();
+    assert_eq!(removed, 2);
     // The home loses d's directory and marks itself incomplete, as a new epoch would; the
     // next prune (another process) repairs it, from index slices that no longer hold d.
     let _: () = redis.del(&directory).unwrap();
