@@ -45,8 +45,9 @@
 //! **Fencing.** An invalidation records its mark (a value of the ticket counter) in a
 //! fixed-size fence table per shard (`{tag}:f`, 16,384 buckets on one shard, `16,384 / S` but
 //! at least 1,024 for `S` shards; one per hash of the dependency); a fenced put whose ticket
-//! is older than a mark of its dependencies' buckets stores nothing. Sharing buckets only ever refuses a put needlessly (a miss). Nothing per
-//! dependency outlives an invalidation, however many distinct dependencies are invalidated.
+//! is older than a mark of its dependencies' buckets stores nothing. Sharing buckets only
+//! ever refuses a put needlessly (a miss). Nothing per dependency outlives an invalidation,
+//! however many distinct dependencies are invalidated.
 //!
 //! **Eviction.** Entries always have a TTL; indexes never do. At connect the backend reads
 //! `maxmemory-policy` on every master and refuses `allkeys-*` policies, which could evict an
