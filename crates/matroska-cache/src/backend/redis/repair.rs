@@ -244,12 +244,7 @@ impl RedisBackend {
             .map(|replies| {
                 replies
                     .iter()
-                    .flat_map(|bits| match bits {
-                        redis::Value::BulkString(bits) => {
-                            shards_in(bits, layout.len()).collect::<Vec<_>>()
-                        }
-                        _ => Vec::new(),
-                    })
+                    .flat_map(|bits| named_by(bits, layout.len()))
                     .collect()
             })
             .collect();
@@ -279,10 +274,7 @@ impl RedisBackend {
         let tombs = self.bury_or_settle(&BURY, &candidates, None).await?;
         let named: Vec<BTreeSet<usize>> = tombs
             .iter()
-            .map(|bits| match bits {
-                redis::Value::BulkString(bits) => shards_in(bits, layout.len()).collect(),
-                _ => BTreeSet::new(),
-            })
+            .map(|bits| named_by(bits, layout.len()).collect())
             .collect();
         // 2. Renew the versions of the shards they name.
         let shards: BTreeSet<usize> = named.iter().flatten().copied().collect();
@@ -414,4 +406,13 @@ fn by_home(deps: &[(usize, Dep)]) -> BTreeMap<usize, Vec<usize>> {
         by_home.entry(*home).or_default().push(i);
     }
     by_home
+}
+
+/// The shards a directory or tombstone (as `GET` returned it: a bitmap, or nil) names.
+fn named_by(bits: &redis::Value, shards: usize) -> impl Iterator<Item = usize> + '_ {
+    let bits: &[u8] = match bits {
+        redis::Value::BulkString(bits) => bits,
+        _ => &[],
+    };
+    shards_in(bits, shards)
 }
