@@ -258,8 +258,7 @@ impl RedisBackend {
             .map(|((dep, _), _)| dep.clone())
             .collect();
         if !revived.is_empty() {
-            self.bury_or_settle(&SETTLE, &revived, Some(&vec![true; revived.len()]))
-                .await?;
+            self.settle(&revived, &vec![true; revived.len()]).await?;
         }
         let candidates: Vec<(usize, Dep)> = deps
             .iter()
@@ -271,7 +270,7 @@ impl RedisBackend {
             return Ok(0);
         }
         // 1. Bury.
-        let tombs = self.bury_or_settle(&BURY, &candidates, None).await?;
+        let tombs = self.bury(&candidates).await?;
         let named: Vec<BTreeSet<usize>> = tombs
             .iter()
             .map(|bits| named_by(bits, layout.len()).collect())
@@ -281,16 +280,7 @@ impl RedisBackend {
         self.renew_directory_versions(shards.into_iter()).await?;
         // 3. Check again; 4. settle.
         let held = self.slices_held(&candidates, &named).await?;
-        let settled = self
-            .bury_or_settle(&SETTLE, &candidates, Some(&held))
-            .await?;
-        Ok(settled
-            .iter()
-            .map(|v| match v {
-                redis::Value::Int(n) => *n as u64,
-                _ => 0,
-            })
-            .sum())
+        self.settle(&candidates, &held).await
     }
 
     /// One pipeline per home shard of `deps`, with the commands `each` adds for each of its
@@ -357,14 +347,45 @@ impl RedisBackend {
         Ok(held)
     }
 
-    /// `bury.lua` (each tombstone's bitmap, in the order of `deps`) or `settle.lua` with
-    /// `held` (how many each home deleted) at each home of `deps`.
-    async fn bury_or_settle(
+    /// Step 1: `bury.lua` at each home of `deps`; each tombstone's bitmap, in the order of
+    /// `deps`.
+    async fn bury(&self, deps: &[(usize, Dep)]) -> Result<Vec<redis::Value>> {
+        let (by_home, replies) = self.at_homes(&BURY, deps, |_| None).await?;
+        let mut tombs = vec![redis::Value::Nil; deps.len()];
+        for ((_, members), reply) in by_home.iter().zip(replies) {
+            if let redis::Value::Array(replies) = reply {
+                for (&i, tomb) in members.iter().zip(replies) {
+                    tombs[i] = tomb;
+                }
+            }
+        }
+        Ok(tombs)
+    }
+
+    /// Step 4: `settle.lua` at each home of `deps`: deletes the tombstones whose dependency
+    /// no shard holds (`held[i]` false), merges the others back; returns how many it deleted.
+    async fn settle(&self, deps: &[(usize, Dep)], held: &[bool]) -> Result<u64> {
+        let (_, replies) = self
+            .at_homes(&SETTLE, deps, |i| Some(if held[i] { "0" } else { "1" }))
+            .await?;
+        Ok(replies
+            .iter()
+            .map(|reply| match reply {
+                redis::Value::Int(n) => *n as u64,
+                _ => 0,
+            })
+            .sum())
+    }
+
+    /// `script` once per home of `deps`, with each dependency's directory and tombstone as
+    /// keys and `arg(i)` (if any) as an argument; the positions of each home's dependencies,
+    /// and its reply.
+    async fn at_homes(
         &self,
         script: &'static redis::Script,
         deps: &[(usize, Dep)],
-        held: Option<&[bool]>,
-    ) -> Result<Vec<redis::Value>> {
+        arg: impl Fn(usize) -> Option<&'static str>,
+    ) -> Result<(BTreeMap<usize, Vec<usize>>, Vec<redis::Value>)> {
         let layout = self.router.layout();
         let by_home = by_home(deps);
         let requests = by_home
@@ -376,26 +397,15 @@ impl RedisBackend {
                     invocation
                         .key(keys.directory(&deps[i].1))
                         .key(keys.directory_tomb(&deps[i].1));
-                    if let Some(held) = held {
-                        invocation.arg(if held[i] { "0" } else { "1" });
+                    if let Some(arg) = arg(i) {
+                        invocation.arg(arg);
                     }
                 }
                 (home, invocation.into())
             })
             .collect();
         let replies: Vec<(redis::Value, u64)> = self.send_all(requests).await?;
-        if held.is_some() {
-            return Ok(replies.into_iter().map(|(v, _)| v).collect());
-        }
-        let mut out = vec![redis::Value::Nil; deps.len()];
-        for ((_, members), (reply, _)) in by_home.iter().zip(replies) {
-            if let redis::Value::Array(tombs) = reply {
-                for (&i, tomb) in members.iter().zip(tombs) {
-                    out[i] = tomb;
-                }
-            }
-        }
-        Ok(out)
+        Ok((by_home, replies.into_iter().map(|(v, _)| v).collect()))
     }
 }
 
