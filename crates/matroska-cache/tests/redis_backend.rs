@@ -302,6 +302,48 @@ async fn connection_loss_fails_promptly_and_recovers() {
     );
 }
 
+/// A script that keeps the server busy for a second.
+const BUSY_FOR_A_SECOND: &str = "local function now() local t = redis.call('TIME') \
+     return t[1] * 1000000 + t[2] end \
+     local done = now() + 1000000 while now() < done do end";
+
+/// The builder's `timeout` is what bounds a request, above redis-rs's default response
+/// timeout (500 ms) as well as below it: a server busy for a second answers a cache that
+/// waits 10 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_answer_within_the_timeout_is_waited_for() {
+    let server = RedisServer::start();
+    let cache = MatroskaCache::new(
+        RedisBackend::builder(&server.url(), "p")
+            .timeout(Duration::from_secs(10))
+            .build()
+            .await
+            .unwrap(),
+    );
+    cache.put("k", "v", [dep::tag("t")], MINUTE).await.unwrap();
+    cache.put("k2", "v", [dep::tag("u")], MINUTE).await.unwrap();
+    let busy = {
+        let mut admin = server.connection();
+        std::thread::spawn(move || {
+            // Busy for a second: the server serves one command at a time.
+            let _: () = redis::cmd("EVAL")
+                .arg(BUSY_FOR_A_SECOND)
+                .arg(0)
+                .query(&mut admin)
+                .unwrap();
+        })
+    };
+    // Sent while the script runs.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (got, dropped) = promptly(async {
+        tokio::join!(cache.get::<String>("k"), cache.invalidate([dep::tag("u")]))
+    })
+    .await;
+    busy.join().unwrap();
+    assert_eq!(got.unwrap().as_deref(), Some("v"));
+    assert_eq!(dropped.unwrap(), 1);
+}
+
 #[tokio::test]
 async fn prefixes_isolate_tenants_completely() {
     let server = RedisServer::start();

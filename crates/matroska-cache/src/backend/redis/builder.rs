@@ -301,7 +301,7 @@ impl RedisBackendBuilder {
         for seed in seeds {
             let client =
                 redis::Client::open(seed.clone()).map_err(|e| Error::InvalidUrl(e.into()))?;
-            let node = super::connection::Node::new("seed", client, self.connect_timeout);
+            let node = super::connection::Node::new("seed", client, self.connect_timeout, 0);
             #[cfg(feature = "tls")]
             let node = node.with_tls(self.tls()?);
             let attempt = async {

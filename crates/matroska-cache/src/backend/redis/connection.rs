@@ -13,8 +13,7 @@
 //! A command that fails because the connection broke marks its session broken; the next
 //! command connects again (bounded by the connect timeout) and handshakes before it is sent.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -24,6 +23,9 @@ use tracing::debug;
 
 use crate::error::{Error, Result};
 
+/// A shard not handshaken on a session. Floors are generations, which never get near it.
+const UNKNOWN: u64 = u64::MAX;
+
 /// A connection to one server process.
 pub(crate) struct Session {
     pub(crate) conn: MultiplexedConnection,
@@ -31,8 +33,9 @@ pub(crate) struct Session {
     pub(crate) version: String,
     /// The server process's run id: a restart or a promoted replica has another.
     pub(crate) run_id: String,
-    /// The epoch floor of each shard handshaken on this connection.
-    floors: Mutex<HashMap<usize, u64>>,
+    /// The epoch floor of each shard handshaken on this connection ([`UNKNOWN`] for the
+    /// others): read on every request, so without a lock.
+    floors: Box<[AtomicU64]>,
     broken: AtomicBool,
 }
 
@@ -56,27 +59,22 @@ impl Session {
 
     /// The floor of `shard`'s epoch, if it was handshaken on this connection.
     pub(crate) fn floor(&self, shard: usize) -> Option<u64> {
-        self.floors
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&shard)
-            .copied()
+        let floor = self.floors.get(shard)?.load(Ordering::Acquire);
+        (floor != UNKNOWN).then_some(floor)
     }
 
     pub(crate) fn set_floor(&self, shard: usize, floor: u64) {
-        self.floors
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(shard, floor);
+        if let Some(slot) = self.floors.get(shard) {
+            slot.store(floor, Ordering::Release);
+        }
     }
 
     /// Forgets `shard`'s epoch: the next command for it handshakes again (it moved, or was
     /// flushed under this connection).
     pub(crate) fn forget(&self, shard: usize) {
-        self.floors
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&shard);
+        if let Some(slot) = self.floors.get(shard) {
+            slot.store(UNKNOWN, Ordering::Release);
+        }
     }
 
     fn is_live(&self) -> bool {
@@ -90,6 +88,8 @@ pub(crate) struct Node {
     name: String,
     client: redis::Client,
     connect_timeout: Duration,
+    /// How many shards the cache has (each session keeps a floor per shard).
+    shards: usize,
     current: Mutex<Option<Arc<Session>>>,
     /// Held while connecting, so that concurrent commands wait for one attempt.
     connecting: tokio::sync::Mutex<()>,
@@ -99,11 +99,17 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    pub(crate) fn new(name: &str, client: redis::Client, connect_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        name: &str,
+        client: redis::Client,
+        connect_timeout: Duration,
+        shards: usize,
+    ) -> Self {
         Node {
             name: name.to_owned(),
             client,
             connect_timeout,
+            shards,
             current: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
             #[cfg(feature = "tls")]
@@ -180,7 +186,12 @@ impl Node {
     async fn open(&self) -> Result<Session> {
         let limit = self.connect_timeout;
         let attempt = async {
-            let config = AsyncConnectionConfig::new().set_connection_timeout(Some(limit));
+            // No response timeout of redis-rs's own (500 ms by default): every request is
+            // sent under the backend's timeout (see `RedisBackend::send`), which may be
+            // longer, and one timer per request is enough.
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(limit))
+                .set_response_timeout(None);
             let mut conn = self.dial(&config).await?;
             let info: String = redis::cmd("INFO")
                 .arg("server")
@@ -206,7 +217,7 @@ impl Node {
             conn,
             version,
             run_id,
-            floors: Mutex::default(),
+            floors: (0..self.shards).map(|_| AtomicU64::new(UNKNOWN)).collect(),
             broken: AtomicBool::new(false),
         })
     }

@@ -21,7 +21,7 @@
 //!   the connection, and on a cluster makes the router read the slot map again.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use futures_util::future::try_join_all;
@@ -144,6 +144,8 @@ pub(crate) struct Router {
     cluster: bool,
     /// Every node used so far, by `host:port`.
     nodes: Mutex<HashMap<String, Arc<Node>>>,
+    /// A standalone server's node, once created (it serves every request: no lookup).
+    standalone: OnceLock<Arc<Node>>,
     /// The master of each slot (`host:port`); empty for a standalone server.
     slots: RwLock<Arc<Vec<Arc<str>>>>,
     /// Held while the slot map is read, so that a burst of `MOVED`s reads it once.
@@ -174,6 +176,7 @@ impl Router {
             seeds: settings.seeds,
             cluster: settings.cluster,
             nodes: Mutex::default(),
+            standalone: OnceLock::new(),
             slots: RwLock::new(Arc::new(Vec::new())),
             refreshing: tokio::sync::Mutex::new(Instant::now() - Duration::from_secs(60)),
             repair_wanted: tokio::sync::Notify::new(),
@@ -191,7 +194,6 @@ impl Router {
         self.cluster
     }
 
-    /// The node at `info`'s address, created on first use.
     /// The node named `name`; `info` (built only for a node not seen before) says how to
     /// reach it.
     fn node(&self, name: &str, info: impl FnOnce() -> ConnectionInfo) -> Result<Arc<Node>> {
@@ -201,12 +203,21 @@ impl Router {
         }
         let info = info();
         let client = redis::Client::open(info).map_err(|e| Error::InvalidUrl(e.into()))?;
-        let node = Node::new(name, client, self.connect_timeout);
+        let node = Node::new(name, client, self.connect_timeout, self.layout.len());
         #[cfg(feature = "tls")]
         let node = node.with_tls(self.tls.clone());
         let node = Arc::new(node);
         nodes.insert(name.to_owned(), Arc::clone(&node));
         Ok(node)
+    }
+
+    /// The node of a standalone server.
+    fn standalone(&self) -> Result<Arc<Node>> {
+        if let Some(node) = self.standalone.get() {
+            return Ok(Arc::clone(node));
+        }
+        let node = self.node("standalone", || self.seeds[0].clone())?;
+        Ok(Arc::clone(self.standalone.get_or_init(|| node)))
     }
 
     /// The connection settings of the node at `host:port`: the first seed's, with that
@@ -232,7 +243,7 @@ impl Router {
     /// The node that serves `shard` now.
     async fn node_of(&self, shard: usize) -> Result<Arc<Node>> {
         if !self.cluster {
-            return self.node("standalone", || self.seeds[0].clone());
+            return self.standalone();
         }
         let slot = usize::from(self.layout.slot_of(shard));
         let owner = self.owner(slot);
@@ -423,8 +434,7 @@ impl Router {
     /// The distinct masters, with the shards each serves (for walking every shard).
     pub(crate) async fn masters(&self) -> Result<Vec<(Arc<Node>, Vec<usize>)>> {
         if !self.cluster {
-            let node = self.node("standalone", || self.seeds[0].clone())?;
-            return Ok(vec![(node, (0..self.layout.len()).collect())]);
+            return Ok(vec![(self.standalone()?, (0..self.layout.len()).collect())]);
         }
         if self
             .slots
