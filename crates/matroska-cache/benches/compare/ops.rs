@@ -91,8 +91,12 @@ where
 }
 
 /// Rounds per side: ours and the baseline alternate, and each side's median round counts,
-/// so a slow moment of the machine does not land on one side only.
-const ROUNDS: usize = 3;
+/// so a slow moment of the machine does not land on one side only. At least `MIN_ROUNDS`;
+/// more, up to `MAX_ROUNDS`, until each side ran for `MIN_TIME` in all: a round of a fast
+/// operation at 32 tasks takes a tenth of a second, too short to be steady on 2 busy cores.
+const MIN_ROUNDS: usize = 3;
+const MAX_ROUNDS: usize = 15;
+const MIN_TIME: Duration = Duration::from_secs(2);
 
 /// Runs `op(i)` for `i` in `0..ops` over `tasks` concurrent tasks; returns throughput and
 /// latencies.
@@ -127,7 +131,8 @@ async fn measure(ops: usize, tasks: usize, op: &Op) -> Side {
     }
 }
 
-/// Both sides, [`ROUNDS`] times each, alternating; the median round of each.
+/// Both sides, the same number of rounds each (see [`MIN_ROUNDS`]), alternating; the median
+/// round of each.
 async fn versus(
     ops: usize,
     tasks: usize,
@@ -135,12 +140,20 @@ async fn versus(
     base: (&Op, Option<&Setup>),
 ) -> (Side, Side) {
     let (mut o, mut b) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        for ((op, prepare), results) in [(ours, &mut o), (base, &mut b)] {
+    let (mut ours_time, mut base_time) = (Duration::ZERO, Duration::ZERO);
+    while o.len() < MIN_ROUNDS
+        || (o.len() < MAX_ROUNDS && (ours_time < MIN_TIME || base_time < MIN_TIME))
+    {
+        for ((op, prepare), results, time) in [
+            (ours, &mut o, &mut ours_time),
+            (base, &mut b, &mut base_time),
+        ] {
             if let Some(prepare) = prepare {
                 prepare().await;
             }
+            let started = Instant::now();
             results.push(measure(ops, tasks, op).await);
+            *time += started.elapsed();
         }
     }
     let median = |mut sides: Vec<Side>| {
