@@ -47,7 +47,7 @@ pub use cache::{MatroskaCache, MatroskaCacheBuilder};
 pub use collect::{DepSet, Dependencies};
 pub use dep::Dep;
 pub use error::{Error, Result, ServerError};
-pub use read_through::depends_on;
+pub use read_through::{depends_on, with_dependencies};
 pub use stats::Stats;
 pub use ttl::MAX_TTL;
 

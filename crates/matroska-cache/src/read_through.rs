@@ -104,6 +104,48 @@ pub fn depends_on(deps: impl IntoIterator<Item = Dep>) -> bool {
         .is_ok()
 }
 
+/// Runs `work` and returns its output with the dependencies it declared: through
+/// [`depends_on`] and through every [`get_or_compute`](MatroskaCache::get_or_compute) inside
+/// it, hit or miss. They are passed on to the computation this runs inside, if any, as if
+/// `work` had declared them there.
+///
+/// For layers that store what they computed themselves and need its dependencies, such as
+/// an HTTP response cache writing them into a CDN's surrogate-key header.
+///
+/// ```
+/// use matroska_cache::{dep, depends_on, with_dependencies};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (answer, deps) = with_dependencies(async {
+///     depends_on([dep::id("article", 1)]);
+///     42
+/// })
+/// .await;
+/// assert_eq!((answer, deps), (42, vec![dep::id("article", 1)]));
+/// # }
+/// ```
+pub async fn with_dependencies<F: Future>(work: F) -> (F::Output, Vec<Dep>) {
+    let computation = Arc::new(Computation {
+        // No cache has this address: the scope is never taken for a key's own computation
+        // (see `is_computing`).
+        cache: 0,
+        key: String::new(),
+        deps: Mutex::default(),
+        outer: COMPUTATION.try_with(Arc::clone).ok(),
+    });
+    let output = COMPUTATION.scope(Arc::clone(&computation), work).await;
+    let declared = std::mem::take(
+        &mut *computation
+            .deps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+    );
+    let deps = dep::sorted_unique(declared);
+    depends_on(deps.iter().cloned());
+    (output, deps)
+}
+
 /// What a lookup found.
 enum Lookup<T> {
     Hit(T, Vec<Dep>),

@@ -1,0 +1,237 @@
+//! A response as the cache stores it: status, headers (minus hop-by-hop ones), body, its
+//! strong ETag, the `Vary` it was built under and the dependencies it was built from.
+
+use axum::body::Body;
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use serde::{Deserialize, Serialize};
+
+/// Headers that describe one connection, not the response: never stored (RFC 9110, 7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The header this crate adds to every response it handled: `HIT`, `MISS` or `BYPASS`.
+pub const X_CACHE: &str = "x-cache";
+
+/// Bytes in a JSON value: UTF-8 as it is (readable with `redis-cli`), anything else base64.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Payload {
+    #[serde(rename = "t")]
+    Text(String),
+    #[serde(rename = "b")]
+    Base64(String),
+}
+
+impl Payload {
+    pub(crate) fn new(bytes: &[u8]) -> Payload {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Payload::Text(text.to_owned()),
+            Err(_) => Payload::Base64(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        }
+    }
+
+    /// The bytes; `None` if the base64 is damaged.
+    pub(crate) fn bytes(&self) -> Option<Bytes> {
+        match self {
+            Payload::Text(text) => Some(Bytes::copy_from_slice(text.as_bytes())),
+            Payload::Base64(encoded) => base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .ok()
+                .map(Bytes::from),
+        }
+    }
+}
+
+/// A cached response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Stored {
+    pub(crate) status: u16,
+    /// In order, repeated names kept.
+    pub(crate) headers: Vec<(String, Payload)>,
+    pub(crate) body: Payload,
+    /// The strong ETag, quotes included: the handler's own, or a hash of the response.
+    pub(crate) etag: String,
+    /// The request headers the response's `Vary` names (lowercase), and their values in
+    /// the request it was computed for.
+    pub(crate) vary: Vec<(String, Option<String>)>,
+    /// The dependencies' texts (for surrogate-key headers).
+    pub(crate) deps: Vec<String>,
+}
+
+impl Stored {
+    /// Stores `headers` and `body` of a response to a request whose values of the `Vary`
+    /// headers are `vary`.
+    pub(crate) fn new(
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+        vary: Vec<(String, Option<String>)>,
+        deps: Vec<String>,
+    ) -> Stored {
+        let kept: Vec<(String, Payload)> = headers
+            .iter()
+            .filter(|(name, _)| !HOP_BY_HOP.contains(&name.as_str()) && name.as_str() != X_CACHE)
+            .map(|(name, value)| (name.as_str().to_owned(), Payload::new(value.as_bytes())))
+            .collect();
+        let etag = headers
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.starts_with('"'))
+            .map(str::to_owned)
+            .unwrap_or_else(|| etag_of(status, headers, body));
+        Stored {
+            status: status.as_u16(),
+            headers: kept,
+            body: Payload::new(body),
+            etag,
+            vary,
+            deps,
+        }
+    }
+
+    /// The response; `None` if the stored form is damaged (the caller recomputes).
+    pub(crate) fn response(&self, with_body: bool) -> Option<Response<Body>> {
+        let status = StatusCode::from_u16(self.status).ok()?;
+        let body = self.body.bytes()?;
+        let mut response = Response::new(if with_body {
+            Body::from(body)
+        } else {
+            Body::empty()
+        });
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        for (name, value) in &self.headers {
+            let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+            let value = HeaderValue::from_maybe_shared(value.bytes()?).ok()?;
+            headers.append(name, value);
+        }
+        if !headers.contains_key(header::ETAG) {
+            headers.insert(header::ETAG, HeaderValue::from_str(&self.etag).ok()?);
+        }
+        Some(response)
+    }
+
+    /// The 304 answer to a conditional request that matched: the headers a 304 keeps
+    /// (RFC 9110, 15.4.5), no body.
+    pub(crate) fn not_modified(&self) -> Option<Response<Body>> {
+        let full = self.response(false)?;
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        for name in [
+            header::ETAG,
+            header::CACHE_CONTROL,
+            header::VARY,
+            header::EXPIRES,
+            header::CONTENT_LOCATION,
+            header::DATE,
+        ] {
+            for value in full.headers().get_all(&name) {
+                response.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+        Some(response)
+    }
+}
+
+/// A strong ETag for a response without one: a 128-bit hash of its status, content headers
+/// and body. The same response always gets the same tag.
+fn etag_of(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> String {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(&status.as_u16().to_be_bytes());
+    for name in [
+        header::CONTENT_TYPE,
+        header::CONTENT_ENCODING,
+        header::CONTENT_LANGUAGE,
+    ] {
+        for value in headers.get_all(&name) {
+            hasher.update(name.as_str().as_bytes());
+            hasher.update(b":");
+            hasher.update(value.as_bytes());
+            hasher.update(b"\n");
+        }
+    }
+    hasher.update(body);
+    format!("\"{:032x}\"", hasher.digest128())
+}
+
+/// Whether an `If-None-Match` header value matches `etag` (weak comparison, as RFC 9110
+/// 13.1.2 asks for `If-None-Match`).
+pub(crate) fn matches(if_none_match: &HeaderValue, etag: &str) -> bool {
+    let Ok(list) = if_none_match.to_str() else {
+        return false;
+    };
+    let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+    let ours = opaque(etag);
+    list.split(',')
+        .any(|tag| tag.trim() == "*" || opaque(tag) == ours)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn payloads_round_trip(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let payload = Payload::new(&bytes);
+            let json = serde_json_round_trip(&payload);
+            let back = json.bytes().unwrap();
+            prop_assert_eq!(back.as_ref(), &bytes[..]);
+        }
+
+        #[test]
+        fn stored_responses_round_trip(
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+            value in "[ -~]{0,40}",
+            status in 200u16..600,
+        ) {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-thing", HeaderValue::from_str(&value).unwrap());
+            headers.append("x-thing", HeaderValue::from_static("second"));
+            headers.insert("connection", HeaderValue::from_static("close"));
+            let status = StatusCode::from_u16(status).unwrap();
+            let stored = Stored::new(status, &headers, &body, Vec::new(), Vec::new());
+            let back = serde_json_round_trip(&stored);
+            prop_assert_eq!(&back, &stored);
+            let response = back.response(true).unwrap();
+            prop_assert_eq!(response.status(), status);
+            let things: Vec<_> = response.headers().get_all("x-thing").iter().collect();
+            prop_assert_eq!(things.len(), 2);
+            prop_assert!(response.headers().get("connection").is_none());
+            prop_assert_eq!(response.headers().get("etag").unwrap().to_str().unwrap(), stored.etag.as_str());
+        }
+    }
+
+    fn serde_json_round_trip<T: Serialize + serde::de::DeserializeOwned>(value: &T) -> T {
+        let cache_form = matroska_cache::codec::Encoded::encode("k", value).unwrap();
+        cache_form.decode("k").unwrap()
+    }
+
+    #[test]
+    fn etags_are_stable_and_tell_bodies_apart() {
+        let headers = HeaderMap::new();
+        let a = etag_of(StatusCode::OK, &headers, b"hello");
+        assert_eq!(a, etag_of(StatusCode::OK, &headers, b"hello"));
+        assert_ne!(a, etag_of(StatusCode::OK, &headers, b"hellO"));
+        assert!(a.starts_with('"') && a.ends_with('"') && a.len() == 34);
+        let tag = HeaderValue::from_str(&a).unwrap();
+        assert!(matches(&tag, &a));
+        assert!(matches(
+            &HeaderValue::from_str(&format!("\"x\", W/{a}")).unwrap(),
+            &a
+        ));
+        assert!(matches(&HeaderValue::from_static("*"), &a));
+        assert!(!matches(&HeaderValue::from_static("\"other\""), &a));
+    }
+}
