@@ -52,19 +52,26 @@ pub(crate) struct Inner {
     pub(crate) counters: Counters,
     pub(crate) flights: Flights,
     pub(crate) lease_timeout: Duration,
+    on_invalidate: Vec<InvalidationHook>,
 }
+
+/// A function called with the dependencies of every invalidation this cache runs (see
+/// [`MatroskaCacheBuilder::on_invalidate`]).
+pub type InvalidationHook = Arc<dyn Fn(&[Dep]) + Send + Sync>;
 
 /// Configures a [`MatroskaCache`].
 #[must_use]
 pub struct MatroskaCacheBuilder {
     backend: Arc<dyn DynBackend>,
     lease_timeout: Duration,
+    on_invalidate: Vec<InvalidationHook>,
 }
 
 impl std::fmt::Debug for MatroskaCacheBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MatroskaCacheBuilder")
             .field("lease_timeout", &self.lease_timeout)
+            .field("on_invalidate", &self.on_invalidate.len())
             .finish_non_exhaustive()
     }
 }
@@ -79,6 +86,36 @@ impl MatroskaCacheBuilder {
         self
     }
 
+    /// Calls `hook` with the dependencies of every invalidation through this cache (and its
+    /// clones, transaction commits included) once the backend has run it, whether it
+    /// succeeded or failed: a failed invalidation may have dropped some entries, and what a
+    /// hook does with the news (purging a CDN, say) must be safe to repeat, since the caller
+    /// retries. Each call sees the invalidation's dependencies sorted, each once. The hook
+    /// runs on the invalidation's task: it must not block; spawn slow work.
+    ///
+    /// Invalidations run by other processes sharing the backend call their own hooks, not
+    /// this one.
+    ///
+    /// ```
+    /// use matroska_cache::{dep, Dep, MatroskaCache, MemoryBackend};
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), matroska_cache::Error> {
+    /// let seen: Arc<Mutex<Vec<Dep>>> = Arc::default();
+    /// let log = Arc::clone(&seen);
+    /// let cache = MatroskaCache::builder(MemoryBackend::default())
+    ///     .on_invalidate(move |deps| log.lock().unwrap().extend_from_slice(deps))
+    ///     .build()?;
+    /// cache.invalidate([dep::id("article", 1)]).await?;
+    /// assert_eq!(*seen.lock().unwrap(), [dep::id("article", 1)]);
+    /// # Ok(()) }
+    /// ```
+    pub fn on_invalidate(mut self, hook: impl Fn(&[Dep]) + Send + Sync + 'static) -> Self {
+        self.on_invalidate.push(Arc::new(hook));
+        self
+    }
+
     /// The cache; a zero lease timeout is an [`Error::InvalidConfig`].
     pub fn build(self) -> Result<MatroskaCache> {
         if self.lease_timeout.is_zero() {
@@ -90,6 +127,7 @@ impl MatroskaCacheBuilder {
                 backend: self.backend,
                 flights: Flights::default(),
                 lease_timeout: self.lease_timeout,
+                on_invalidate: self.on_invalidate,
             }),
         })
     }
@@ -119,6 +157,7 @@ impl MatroskaCache {
         MatroskaCacheBuilder {
             backend: Arc::new(backend),
             lease_timeout: DEFAULT_LEASE_TIMEOUT,
+            on_invalidate: Vec::new(),
         }
     }
 
@@ -359,7 +398,11 @@ impl MatroskaCache {
         let deps = dep::sorted_unique(deps.into_iter().map(|d| d.borrow().clone()));
         let cache = self.clone();
         let outcome = detach::run_to_completion(async move {
-            let dropped = cache.inner.backend.invalidate(&deps).await?;
+            let dropped = cache.inner.backend.invalidate(&deps).await;
+            for hook in &cache.inner.on_invalidate {
+                hook(&deps);
+            }
+            let dropped = dropped?;
             let counters = &cache.inner.counters;
             counters.add(Counter::Invalidations, 1);
             counters.add(Counter::Dropped, dropped);

@@ -43,7 +43,7 @@ pub use backend::memory::{MemoryBackend, MemoryBackendBuilder};
 #[cfg(feature = "redis")]
 pub use backend::redis::{RedisBackend, RedisBackendBuilder};
 pub use backend::{Backend, Fenced, Lease, PruneReport, Ticket};
-pub use cache::{MatroskaCache, MatroskaCacheBuilder};
+pub use cache::{InvalidationHook, MatroskaCache, MatroskaCacheBuilder};
 pub use collect::{DepSet, Dependencies};
 pub use dep::Dep;
 pub use error::{Error, Result, ServerError};
