@@ -384,13 +384,7 @@ fn not_storable(config: &Config, response: &Response<Body>) -> Option<&'static s
     {
         return Some("event stream");
     }
-    if response
-        .body()
-        .size_hint()
-        .exact()
-        .or(Some(response.body().size_hint().lower()))
-        .is_some_and(|n| n > config.max_body as u64)
-    {
+    if response.body().size_hint().lower() > config.max_body as u64 {
         return Some("body size");
     }
     None

@@ -58,10 +58,12 @@
 //!   response. An `If-None-Match` that matches gets a 304, on a hit without running the
 //!   handler.
 //! - With [`CacheLayer::surrogate_keys`], the dependencies as a CDN's surrogate keys
-//!   ([`surrogate`]).
+//!   ([`surrogate`]), and a [`purge::PurgeHook`] receives every invalidation's dependencies
+//!   to purge them there.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod layer;
+pub mod purge;
 mod stored;
 pub mod surrogate;
 

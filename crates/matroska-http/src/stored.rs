@@ -59,7 +59,8 @@ pub(crate) struct Stored {
     /// In order, repeated names kept.
     pub(crate) headers: Vec<(String, Payload)>,
     pub(crate) body: Payload,
-    /// The strong ETag, quotes included: the handler's own, or a hash of the response.
+    /// The strong ETag, quotes included: the handler's own if it set a strong one, else a
+    /// hash of the response.
     pub(crate) etag: String,
     /// The request headers the response's `Vary` names (lowercase), and their values in
     /// the request it was computed for.
@@ -78,9 +79,15 @@ impl Stored {
         vary: Vec<(String, Option<String>)>,
         deps: Vec<String>,
     ) -> Stored {
+        // The ETag is kept apart: the one served is always `etag`, which conditional
+        // requests are matched against.
         let kept: Vec<(String, Payload)> = headers
             .iter()
-            .filter(|(name, _)| !HOP_BY_HOP.contains(&name.as_str()) && name.as_str() != X_CACHE)
+            .filter(|(name, _)| {
+                !HOP_BY_HOP.contains(&name.as_str())
+                    && *name != header::ETAG
+                    && name.as_str() != X_CACHE
+            })
             .map(|(name, value)| (name.as_str().to_owned(), Payload::new(value.as_bytes())))
             .collect();
         let etag = headers
@@ -103,6 +110,7 @@ impl Stored {
     pub(crate) fn response(&self, with_body: bool) -> Option<Response<Body>> {
         let status = StatusCode::from_u16(self.status).ok()?;
         let body = self.body.bytes()?;
+        let length = body.len();
         let mut response = Response::new(if with_body {
             Body::from(body)
         } else {
@@ -115,8 +123,10 @@ impl Stored {
             let value = HeaderValue::from_maybe_shared(value.bytes()?).ok()?;
             headers.append(name, value);
         }
-        if !headers.contains_key(header::ETAG) {
-            headers.insert(header::ETAG, HeaderValue::from_str(&self.etag).ok()?);
+        headers.insert(header::ETAG, HeaderValue::from_str(&self.etag).ok()?);
+        if !with_body && !headers.contains_key(header::CONTENT_LENGTH) {
+            // A HEAD says how long the GET's body is.
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         }
         Some(response)
     }

@@ -79,6 +79,8 @@ async fn with_header(State(blog): State<Blog>, Path(kind): Path<String>) -> Resp
         "no-store" => builder.header(header::CACHE_CONTROL, "no-store"),
         "sse" => builder.header(header::CONTENT_TYPE, "text/event-stream"),
         "missing" => builder.status(StatusCode::NOT_FOUND),
+        "weak-etag" => builder.header(header::ETAG, "W/\"v1\""),
+        "strong-etag" => builder.header(header::ETAG, "\"v1\""),
         _ => builder,
     };
     builder.body(Body::from(kind)).unwrap()
@@ -233,6 +235,35 @@ async fn a_matching_if_none_match_gets_a_304_without_running_the_handler() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handlers_strong_etag_is_kept_and_a_weak_one_replaced() {
+    for (name, cache, _server) in backends().await {
+        let blog = Blog::default();
+        let app = app(&cache, &blog, CacheLayer::new(cache.clone(), MINUTE));
+        for (kind, kept) in [("strong-etag", true), ("weak-etag", false)] {
+            let uri = format!("/kind/{kind}");
+            let (first, _) = send(&app, get_req(&uri)).await;
+            let etag = first.headers()[header::ETAG].to_str().unwrap().to_owned();
+            assert_eq!(etag == "\"v1\"", kept, "{name}: {etag}");
+            assert!(
+                etag.starts_with('"'),
+                "{name}: served ETags are strong: {etag}"
+            );
+            let conditional = Request::get(&uri)
+                .header(header::IF_NONE_MATCH, &etag)
+                .body(Body::empty())
+                .unwrap();
+            let (revalidated, _) = send(&app, conditional).await;
+            assert_eq!(
+                revalidated.status(),
+                StatusCode::NOT_MODIFIED,
+                "{name} {kind}"
+            );
+        }
+        assert_eq!(blog.runs(), 2, "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_is_served_from_the_get_entry() {
     for (name, cache, _server) in backends().await {
         let blog = Blog::default();
@@ -252,6 +283,12 @@ async fn head_is_served_from_the_get_entry() {
         );
         let (again, body) = send(&app, head()).await;
         assert_eq!((x_cache(&again), body.as_str()), ("HIT", ""), "{name}");
+        let length = "<h1> 3</h1>".len().to_string();
+        assert_eq!(
+            again.headers()[header::CONTENT_LENGTH],
+            length.as_str(),
+            "{name}"
+        );
         assert_eq!(blog.runs(), 1, "{name}");
     }
 }
@@ -539,4 +576,64 @@ async fn an_invalidation_in_another_process_drops_the_page_over_http() {
         fetch(&client).await,
         ("MISS".into(), "<h1>After 9</h1>".into())
     );
+}
+
+/// A purge hook hears of every invalidation, and the keys it purges reach the page's header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_hook_receives_every_invalidation() {
+    use futures_util::future::BoxFuture;
+    use matroska_cache::Dep;
+    use matroska_http::purge::{purging, PurgeHook};
+
+    struct Recorder {
+        keys: SurrogateKeys,
+        purged: tokio::sync::mpsc::UnboundedSender<Vec<String>>,
+    }
+    impl PurgeHook for Recorder {
+        fn purge(&self, deps: Vec<Dep>) -> BoxFuture<'static, ()> {
+            let (keys, purged) = (self.keys.purge_keys(&deps), self.purged.clone());
+            Box::pin(async move {
+                let _ = purged.send(keys);
+            })
+        }
+    }
+
+    let server = RedisServer::start();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let keys = SurrogateKeys::new(Cdn::Cloudflare).fallback("blog");
+    let cache = MatroskaCache::builder(
+        RedisBackend::builder(&server.url(), "purge")
+            .build()
+            .await
+            .unwrap(),
+    )
+    .on_invalidate(purging(Recorder {
+        keys: keys.clone(),
+        purged: tx,
+    }))
+    .build()
+    .unwrap();
+    let blog = Blog::default();
+    let app = app(
+        &cache,
+        &blog,
+        CacheLayer::new(cache.clone(), MINUTE).surrogate_keys(keys),
+    );
+    let (page, _) = send(&app, get_req("/posts/4")).await;
+    assert_eq!(page.headers()["cache-tag"], "id:post:4");
+
+    cache.invalidate([dep::id("post", 4)]).await.unwrap();
+    let purged = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(purged, ["blog", "id:post:4"]);
+    // A failed invalidation is reported too: whatever it dropped must be purged.
+    drop(server);
+    assert!(cache.invalidate([dep::id("post", 5)]).await.is_err());
+    let purged = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(purged, ["blog", "id:post:5"]);
 }
