@@ -527,6 +527,77 @@ async fn nested_computations_and_route_tags_are_dependencies() {
     }
 }
 
+/// A page whose dependency is invalidated while its handler runs is sent, but not stored:
+/// the next request runs the handler again (stale-set fencing, through the layer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_invalidated_while_it_renders_is_not_stored() {
+    for (name, cache, _server) in backends().await {
+        let blog = Blog::default();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+        let gate = Arc::new(std::sync::Mutex::new(Some((started_tx, go_rx))));
+        let runs = blog.runs.clone();
+        let handler = move || {
+            let (gate, runs) = (gate.clone(), runs.clone());
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                depends_on([dep::id("post", 42)]);
+                let waiting = gate.lock().unwrap().take();
+                if let Some((started, go)) = waiting {
+                    // Read "the database", then wait while an edit commits.
+                    started.send(()).unwrap();
+                    go.await.unwrap();
+                }
+                "rendered"
+            }
+        };
+        let app = Router::new()
+            .route("/racy", get(handler))
+            .layer(CacheLayer::new(cache.clone(), MINUTE));
+        let first = tokio::spawn({
+            let app = app.clone();
+            async move { send(&app, get_req("/racy")).await }
+        });
+        started_rx.await.unwrap();
+        cache.invalidate([dep::id("post", 42)]).await.unwrap();
+        go_tx.send(()).unwrap();
+        let (response, body) = first.await.unwrap();
+        assert_eq!(
+            (x_cache(&response), body.as_str()),
+            ("MISS", "rendered"),
+            "{name}"
+        );
+        let (again, _) = send(&app, get_req("/racy")).await;
+        assert_eq!(
+            x_cache(&again),
+            "MISS",
+            "{name}: the racy render must not be stored"
+        );
+        let (third, _) = send(&app, get_req("/racy")).await;
+        assert_eq!(x_cache(&third), "HIT", "{name}");
+        assert_eq!(blog.runs(), 2, "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_statuses_are_stored_when_configured() {
+    for (name, cache, _server) in backends().await {
+        let blog = Blog::default();
+        let layer = CacheLayer::new(cache.clone(), MINUTE).also_status([StatusCode::NOT_FOUND]);
+        let app = app(&cache, &blog, layer);
+        for expected in ["MISS", "HIT"] {
+            let (response, body) = send(&app, get_req("/kind/missing")).await;
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{name}");
+            assert_eq!(
+                (x_cache(&response), body.as_str()),
+                (expected, "missing"),
+                "{name}"
+            );
+        }
+        assert_eq!(blog.runs(), 1, "{name}");
+    }
+}
+
 /// Two server processes sharing one Redis: an edit on one drops the page the other cached,
 /// over real HTTP on loopback.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
