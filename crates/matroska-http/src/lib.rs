@@ -59,7 +59,8 @@
 //!   handler.
 //! - With [`CacheLayer::surrogate_keys`], the dependencies as a CDN's surrogate keys
 //!   ([`surrogate`]), and a [`purge::PurgeHook`] receives every invalidation's dependencies
-//!   to purge them there.
+//!   to purge them there. The `purge-clients` feature adds hooks that call Fastly's and
+//!   Cloudflare's purge APIs (`purge::clients`).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod layer;

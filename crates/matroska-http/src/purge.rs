@@ -36,6 +36,9 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "purge-clients")]
+pub mod clients;
+
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
