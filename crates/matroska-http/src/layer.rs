@@ -260,13 +260,14 @@ where
         .await;
     let stored = match outcome {
         Ok(stored) => stored,
-        Err(Uncached::Response(response)) => return Ok(labelled(response, "MISS")),
+        Err(Uncached::Response(response)) => return Ok(uncached(response, head)),
         Err(Uncached::Failed(error)) => return Err(error),
     };
+    let mut key = base;
     let stored = if !stored.vary.is_empty() && !vary_matches(&stored, &request_headers) {
         // Another variant of the URL: it has its own entry.
         let names: Vec<String> = stored.vary.iter().map(|(name, _)| name.clone()).collect();
-        let key = variant_key(&base, &names, &request_headers);
+        key = variant_key(&key, &names, &request_headers);
         let outcome = config
             .cache
             .get_or_compute(&key, config.ttl, || {
@@ -275,7 +276,7 @@ where
             .await;
         match outcome {
             Ok(stored) => stored,
-            Err(Uncached::Response(response)) => return Ok(labelled(response, "MISS")),
+            Err(Uncached::Response(response)) => return Ok(uncached(response, head)),
             Err(Uncached::Failed(error)) => return Err(error),
         }
     } else {
@@ -290,8 +291,8 @@ where
     let Some(mut response) = answer else {
         // A damaged entry (written by another version, say): drop it and let the next
         // request compute.
-        warn!(key = %base, "a cached response does not decode; dropping it");
-        let _ = config.cache.delete(&base).await;
+        warn!(key, "a cached response does not decode; dropping it");
+        let _ = config.cache.delete(&key).await;
         let response = match pending.take() {
             Some(request) => inner.call(request).await?,
             None => Response::builder()
@@ -299,14 +300,14 @@ where
                 .body(Body::empty())
                 .unwrap_or_default(),
         };
-        return Ok(labelled(response, "MISS"));
+        return Ok(uncached(response, head));
     };
     if let Some(keys) = &config.surrogate {
         if let Some((name, value)) = keys.header_of_texts(stored.deps.iter().map(String::as_str)) {
             response.headers_mut().insert(name, value);
         }
     }
-    debug!(key = %base, label, "response served");
+    debug!(key, label, "response served");
     Ok(labelled(response, label))
 }
 
@@ -531,6 +532,18 @@ fn variant_key(base: &str, names: &[String], request_headers: &HeaderMap) -> Str
         }
     }
     key
+}
+
+/// A response the handler made that is not stored: as it is, without its body for a `HEAD`
+/// (the handler ran as for a `GET`).
+fn uncached(response: Response<Body>, head: bool) -> Response<Body> {
+    let response = if head {
+        let (parts, _) = response.into_parts();
+        Response::from_parts(parts, Body::empty())
+    } else {
+        response
+    };
+    labelled(response, "MISS")
 }
 
 fn labelled(mut response: Response<Body>, label: &'static str) -> Response<Body> {

@@ -289,7 +289,11 @@ async fn head_is_served_from_the_get_entry() {
             length.as_str(),
             "{name}"
         );
-        assert_eq!(blog.runs(), 1, "{name}");
+        // A HEAD whose response is not stored gets no body either.
+        let head_cookie = Request::head("/kind/cookie").body(Body::empty()).unwrap();
+        let (uncached, body) = send(&app, head_cookie).await;
+        assert_eq!((x_cache(&uncached), body.as_str()), ("MISS", ""), "{name}");
+        assert_eq!(blog.runs(), 2, "{name}");
     }
 }
 
