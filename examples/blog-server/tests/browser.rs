@@ -16,6 +16,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use matroska_cache::MatroskaCache;
@@ -36,9 +37,12 @@ fn chromium() -> PathBuf {
     panic!("no Chromium found: install it (sudo apt-get install chromium) or set CHROMIUM");
 }
 
+/// How long one Chromium run may take (it takes a second or two).
+const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Headless Chromium with `profile`, `extra` flags, `url` last; its standard output.
-fn run_chromium(profile: &Path, extra: &[&str], url: &str) -> String {
-    let output = Command::new(chromium())
+async fn run_chromium(profile: &Path, extra: &[&str], url: &str) -> String {
+    let run = tokio::process::Command::new(chromium())
         .args([
             "--headless=new",
             "--no-sandbox", // CI runs as root
@@ -51,7 +55,11 @@ fn run_chromium(profile: &Path, extra: &[&str], url: &str) -> String {
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(extra)
         .arg(url)
-        .output()
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(CHROMIUM_TIMEOUT, run)
+        .await
+        .unwrap_or_else(|_| panic!("Chromium did not finish within {CHROMIUM_TIMEOUT:?}"))
         .expect("Chromium runs");
     assert!(
         output.status.success(),
@@ -76,13 +84,7 @@ async fn a_browser_sees_a_miss_then_revalidates_then_sees_the_edit() {
     let profile = tempfile::tempdir().unwrap();
     let browse = |skip: usize| {
         let (profile, url) = (profile.path().to_owned(), url.clone());
-        async move {
-            let dom =
-                tokio::task::spawn_blocking(move || run_chromium(&profile, &["--dump-dom"], &url))
-                    .await
-                    .unwrap();
-            (dom, skip)
-        }
+        async move { (run_chromium(&profile, &["--dump-dom"], &url).await, skip) }
     };
     let ok = StatusCode::OK;
 
@@ -142,16 +144,8 @@ async fn a_browser_sees_a_miss_then_revalidates_then_sees_the_edit() {
     if let Some(path) = std::env::var_os("MATROSKA_SCREENSHOT") {
         let path = PathBuf::from(path);
         let flag = format!("--screenshot={}", path.display());
-        let (profile, url) = (profile.path().to_owned(), url.clone());
-        tokio::task::spawn_blocking(move || {
-            run_chromium(
-                &profile,
-                &[&flag, "--window-size=900,620", "--hide-scrollbars"],
-                &url,
-            )
-        })
-        .await
-        .unwrap();
+        let size = ["--window-size=900,620", "--hide-scrollbars"];
+        run_chromium(profile.path(), &[&flag, size[0], size[1]], &url).await;
         assert!(path.exists(), "no screenshot at {}", path.display());
     }
 }
