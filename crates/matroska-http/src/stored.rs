@@ -23,7 +23,7 @@ const HOP_BY_HOP: [&str; 8] = [
 /// The header this crate adds to every response it handled: `HIT`, `MISS` or `BYPASS`.
 pub const X_CACHE: &str = "x-cache";
 
-/// Bytes in a JSON value: UTF-8 as it is (readable with `redis-cli`), anything else base64.
+/// Bytes as text: UTF-8 as it is (readable with `redis-cli`), anything else base64.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Payload {
     #[serde(rename = "t")]
@@ -53,12 +53,21 @@ impl Payload {
 }
 
 /// A cached response.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Stored as one string (the cache keeps strings as they are): a line of JSON with
+/// everything but the body, then the body's text (or its base64). A body is most of an
+/// entry, and every hit decodes it: as a JSON string, an HTML page would be escaped and
+/// unescaped (its quotes, its newlines) every time.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Stored {
     pub(crate) status: u16,
     /// In order, repeated names kept.
     pub(crate) headers: Vec<(String, Payload)>,
-    pub(crate) body: Payload,
+    /// The body as text: as it is when it is UTF-8, else its base64. Shared, not copied,
+    /// by every response made from this entry.
+    pub(crate) body: Bytes,
+    /// Whether `body` is base64.
+    pub(crate) base64: bool,
     /// The strong ETag, quotes included: the handler's own if it set a strong one, else a
     /// hash of the response.
     pub(crate) etag: String,
@@ -67,6 +76,63 @@ pub(crate) struct Stored {
     pub(crate) vary: Vec<(String, Option<String>)>,
     /// The dependencies' texts (for surrogate-key headers).
     pub(crate) deps: Vec<String>,
+}
+
+/// The first line of a stored response: everything but the body.
+#[derive(Serialize, Deserialize)]
+struct Head<H, V, D> {
+    status: u16,
+    headers: H,
+    etag: String,
+    vary: V,
+    deps: D,
+    /// Whether the body after the line is base64.
+    base64: bool,
+}
+
+impl Serialize for Stored {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let body = std::str::from_utf8(&self.body)
+            .map_err(|_| serde::ser::Error::custom("a stored body that is not text"))?;
+        let head = Head {
+            status: self.status,
+            headers: &self.headers,
+            etag: self.etag.clone(),
+            vary: &self.vary,
+            deps: &self.deps,
+            base64: self.base64,
+        };
+        // JSON escapes every newline inside its strings: the first newline ends the head.
+        let mut text = serde_json::to_string(&head).map_err(serde::ser::Error::custom)?;
+        text.reserve(1 + body.len());
+        text.push('\n');
+        text.push_str(body);
+        serializer.serialize_str(&text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Stored {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        type Owned = Head<Vec<(String, Payload)>, Vec<(String, Option<String>)>, Vec<String>>;
+        let text = String::deserialize(deserializer)?;
+        let Some(end) = text.find('\n') else {
+            return Err(serde::de::Error::custom(
+                "a stored response without its head line",
+            ));
+        };
+        let head: Owned = serde_json::from_str(&text[..end]).map_err(serde::de::Error::custom)?;
+        // The body stays where it is: the entry's text, past its head line.
+        let body = Bytes::from(text).slice(end + 1..);
+        Ok(Stored {
+            status: head.status,
+            headers: head.headers,
+            body,
+            base64: head.base64,
+            etag: head.etag,
+            vary: head.vary,
+            deps: head.deps,
+        })
+    }
 }
 
 impl Stored {
@@ -96,10 +162,18 @@ impl Stored {
             .filter(|v| v.starts_with('"'))
             .map(str::to_owned)
             .unwrap_or_else(|| etag_of(status, headers, body));
+        let (text, base64) = match std::str::from_utf8(body) {
+            Ok(_) => (Bytes::copy_from_slice(body), false),
+            Err(_) => (
+                Bytes::from(base64::engine::general_purpose::STANDARD.encode(body)),
+                true,
+            ),
+        };
         Stored {
             status: status.as_u16(),
             headers: kept,
-            body: Payload::new(body),
+            body: text,
+            base64,
             etag,
             vary,
             deps,
@@ -109,7 +183,15 @@ impl Stored {
     /// The response; `None` if the stored form is damaged (the caller recomputes).
     pub(crate) fn response(&self, with_body: bool) -> Option<Response<Body>> {
         let status = StatusCode::from_u16(self.status).ok()?;
-        let body = self.body.bytes()?;
+        let body = if self.base64 {
+            Bytes::from(
+                base64::engine::general_purpose::STANDARD
+                    .decode(&self.body)
+                    .ok()?,
+            )
+        } else {
+            self.body.clone()
+        };
         let length = body.len();
         let mut response = Response::new(if with_body {
             Body::from(body)
@@ -226,6 +308,28 @@ mod tests {
     fn serde_json_round_trip<T: Serialize + serde::de::DeserializeOwned>(value: &T) -> T {
         let cache_form = matroska_cache::codec::Encoded::encode("k", value).unwrap();
         cache_form.decode("k").unwrap()
+    }
+
+    #[test]
+    fn the_stored_form_is_a_head_line_then_the_body_as_it_is() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("text/html"));
+        let page = "<p class=\"x\">two\nlines</p>";
+        let stored = Stored::new(
+            StatusCode::OK,
+            &headers,
+            page.as_bytes(),
+            Vec::new(),
+            vec!["id:post:1".into()],
+        );
+        let encoded = matroska_cache::codec::Encoded::encode("k", &stored).unwrap();
+        assert_eq!(encoded.format, matroska_cache::codec::Format::Str);
+        let text = std::str::from_utf8(&encoded.bytes).unwrap();
+        let (head, body) = text.split_once('\n').unwrap();
+        assert!(head.starts_with("{\"status\":200,"), "{head}");
+        assert!(head.contains("id:post:1"), "{head}");
+        assert_eq!(body, page);
+        assert_eq!(serde_json_round_trip(&stored), stored);
     }
 
     #[test]
