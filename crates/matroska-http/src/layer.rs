@@ -244,14 +244,13 @@ where
     let base = base_key(&config.prefix, user.as_deref(), &parts);
     let conditional = parts.headers.get(header::IF_NONE_MATCH).cloned();
     let refresh = config.no_cache == RequestNoCache::Refresh && asks_no_cache(&parts.headers);
+    if refresh {
+        drop_entry(&config, &base, &parts.headers).await;
+    }
     // The handler sees a GET: a HEAD is served from the GET's entry.
     parts.method = Method::GET;
-    let request_headers = parts.headers.clone();
     let mut pending = Some(Request::from_parts(parts, body));
 
-    if refresh {
-        drop_entry(&config, &base, &request_headers).await;
-    }
     let outcome = config
         .cache
         .get_or_compute(&base, config.ttl, || {
@@ -263,24 +262,31 @@ where
         Err(Uncached::Response(response)) => return Ok(uncached(response, head)),
         Err(Uncached::Failed(error)) => return Err(error),
     };
-    let mut key = base;
-    let stored = if !stored.vary.is_empty() && !vary_matches(&stored, &request_headers) {
-        // Another variant of the URL: it has its own entry.
-        let names: Vec<String> = stored.vary.iter().map(|(name, _)| name.clone()).collect();
-        key = variant_key(&key, &names, &request_headers);
-        let outcome = config
-            .cache
-            .get_or_compute(&key, config.ttl, || {
-                compute(&config, &mut inner, &mut pending, Some(&names))
-            })
-            .await;
-        match outcome {
-            Ok(stored) => stored,
-            Err(Uncached::Response(response)) => return Ok(uncached(response, head)),
-            Err(Uncached::Failed(error)) => return Err(error),
+    // Another variant of the URL has its own entry. Only a hit can be another variant: a
+    // response computed for this request (the request was taken) has its values.
+    let variant = match &pending {
+        Some(request) if !stored.vary.is_empty() && !vary_matches(&stored, request.headers()) => {
+            let names: Vec<String> = stored.vary.iter().map(|(name, _)| name.clone()).collect();
+            let key = variant_key(&base, &names, request.headers());
+            Some((names, key))
         }
-    } else {
-        stored
+        _ => None,
+    };
+    let (key, stored) = match variant {
+        None => (base, stored),
+        Some((names, key)) => {
+            let outcome = config
+                .cache
+                .get_or_compute(&key, config.ttl, || {
+                    compute(&config, &mut inner, &mut pending, Some(&names))
+                })
+                .await;
+            match outcome {
+                Ok(stored) => (key, stored),
+                Err(Uncached::Response(response)) => return Ok(uncached(response, head)),
+                Err(Uncached::Failed(error)) => return Err(error),
+            }
+        }
     };
     // The handler ran for this request exactly when the request was taken.
     let label = if pending.is_some() { "HIT" } else { "MISS" };

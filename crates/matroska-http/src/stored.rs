@@ -199,13 +199,8 @@ impl Stored {
             Body::empty()
         });
         *response.status_mut() = status;
+        *response.headers_mut() = self.header_map(|_| true)?;
         let headers = response.headers_mut();
-        for (name, value) in &self.headers {
-            let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
-            let value = HeaderValue::from_maybe_shared(value.bytes()?).ok()?;
-            headers.append(name, value);
-        }
-        headers.insert(header::ETAG, HeaderValue::from_str(&self.etag).ok()?);
         if !with_body && !headers.contains_key(header::CONTENT_LENGTH) {
             // A HEAD says how long the GET's body is.
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
@@ -216,22 +211,31 @@ impl Stored {
     /// The 304 answer to a conditional request that matched: the headers a 304 keeps
     /// (RFC 9110, 15.4.5), no body.
     pub(crate) fn not_modified(&self) -> Option<Response<Body>> {
-        let full = self.response(false)?;
-        let mut response = Response::new(Body::empty());
-        *response.status_mut() = StatusCode::NOT_MODIFIED;
-        for name in [
-            header::ETAG,
+        const KEPT: [HeaderName; 5] = [
             header::CACHE_CONTROL,
             header::VARY,
             header::EXPIRES,
             header::CONTENT_LOCATION,
             header::DATE,
-        ] {
-            for value in full.headers().get_all(&name) {
-                response.headers_mut().append(name.clone(), value.clone());
+        ];
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        *response.headers_mut() = self.header_map(|name| KEPT.contains(name))?;
+        Some(response)
+    }
+
+    /// The stored headers that `keep` accepts, and the ETag; `None` if one is damaged.
+    fn header_map(&self, keep: impl Fn(&HeaderName) -> bool) -> Option<HeaderMap> {
+        let mut headers = HeaderMap::with_capacity(self.headers.len() + 1);
+        for (name, value) in &self.headers {
+            let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+            if keep(&name) {
+                let value = HeaderValue::from_maybe_shared(value.bytes()?).ok()?;
+                headers.append(name, value);
             }
         }
-        Some(response)
+        headers.insert(header::ETAG, HeaderValue::from_str(&self.etag).ok()?);
+        Some(headers)
     }
 }
 

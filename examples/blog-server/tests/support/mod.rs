@@ -112,19 +112,9 @@ pub fn get(url: &str) -> axum::http::Request<Body> {
 
 /// The form post of an edit.
 pub fn edit(url: &str, title: &str, body: &str) -> axum::http::Request<Body> {
-    let form = format!("title={}&body={}", encode(title), encode(body));
+    let form = serde_urlencoded::to_string([("title", title), ("body", body)]).unwrap();
     axum::http::Request::post(url)
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .body(Body::from(form))
         .unwrap()
-}
-
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            b' ' => "+".to_owned(),
-            b => format!("%{b:02X}"),
-        })
-        .collect()
 }

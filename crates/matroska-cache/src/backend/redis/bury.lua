@@ -14,12 +14,7 @@ local tombs = {}
 for i = 1, #KEYS, 2 do
     local directory, tomb = KEYS[i], KEYS[i + 1]
     if redis.call('EXISTS', directory) == 1 then
-        if redis.call('EXISTS', tomb) == 1 then
-            redis.call('BITOP', 'OR', tomb, tomb, directory)
-            redis.call('DEL', directory)
-        else
-            redis.call('RENAME', directory, tomb)
-        end
+        merge_bitmap(directory, tomb)
     end
     tombs[#tombs + 1] = redis.call('GET', tomb) or ''
 end

@@ -2,20 +2,29 @@
 //! that answers `NOSCRIPT`: a new or restarted master; see `router.rs`).
 //!
 //! The scripts that read or write the fence table get `fence.lua` prepended, so the table's
-//! format is spelled out once.
+//! format is spelled out once; those that merge directory bitmaps get `bitmaps.lua`.
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
-/// `source` with `fence.lua`'s helpers in front (after a `#!lua` line, which must stay first).
-fn with_fences(source: &str) -> Script {
-    const FENCES: &str = include_str!("fence.lua");
+/// `source` with `helpers` in front (after a `#!lua` line, which must stay first).
+fn with_helpers(helpers: &str, source: &str) -> Script {
     let (shebang, body) = match source.strip_prefix("#!") {
         Some(_) => source.split_once('\n').unwrap_or((source, "")),
         None => ("", source),
     };
-    Script::new(&format!("{shebang}\n{FENCES}\n{body}"))
+    Script::new(&format!("{shebang}\n{helpers}\n{body}"))
+}
+
+/// `source` with `fence.lua`'s helpers in front.
+fn with_fences(source: &str) -> Script {
+    with_helpers(include_str!("fence.lua"), source)
+}
+
+/// `source` with `bitmaps.lua`'s helpers in front.
+fn with_bitmaps(source: &str) -> Script {
+    with_helpers(include_str!("bitmaps.lua"), source)
 }
 
 /// Writes an entry and its index members (fenced or not): `put.lua`.
@@ -42,10 +51,10 @@ pub(super) static PRUNE: LazyLock<Script> =
 /// An entry's header and dependency list: `deps.lua`.
 pub(super) static DEPS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("deps.lua")));
 /// Moves directories to their tombstones while a pruning pass checks them: `bury.lua`.
-pub(super) static BURY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("bury.lua")));
+pub(super) static BURY: LazyLock<Script> = LazyLock::new(|| with_bitmaps(include_str!("bury.lua")));
 /// Deletes pruned tombstones, or merges them back: `settle.lua`.
 pub(super) static SETTLE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("settle.lua")));
+    LazyLock::new(|| with_bitmaps(include_str!("settle.lua")));
 /// Ends a shard's "directories incomplete" mark after a repair: `repaired.lua`.
 pub(super) static REPAIRED: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("repaired.lua")));

@@ -16,11 +16,8 @@ for i = 1, #ARGV do
     if redis.call('EXISTS', tomb) == 1 then
         if ARGV[i] == '1' then
             deleted = deleted + redis.call('DEL', tomb)
-        elseif redis.call('EXISTS', directory) == 1 then
-            redis.call('BITOP', 'OR', directory, directory, tomb)
-            redis.call('DEL', tomb)
         else
-            redis.call('RENAME', tomb, directory)
+            merge_bitmap(tomb, directory)
         end
     end
 end
