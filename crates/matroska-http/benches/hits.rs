@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Each server runs on its own port in this process; clients keep their connections alive
-//! and send `GET`s for [`ROUND`] per round, ours and the others alternating, 3 rounds each
+//! and send `GET`s for [`ROUND`] per round, ours and the others alternating, 5 rounds each
 //! (the median round counts). Client and servers share the machine's cores, alike for every
 //! row.
 
@@ -26,7 +26,7 @@ use matroska_test_support::RedisServer;
 
 /// How long each side is measured per round.
 const ROUND: Duration = Duration::from_secs(2);
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 /// The page: 4 KiB of HTML.
 const PAGE_LEN: usize = 4096;
 
