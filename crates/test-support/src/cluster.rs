@@ -39,9 +39,22 @@ impl RedisCluster {
     /// # Panics
     /// If `redis-server` or `redis-cli` is missing, or the cluster does not form in 60 s.
     pub fn start() -> RedisCluster {
+        Self::start_with(&[])
+    }
+
+    /// [`start`](Self::start) with more `redis-server` settings on every node (`maxmemory`,
+    /// say).
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub fn start_with(config: &[(&str, &str)]) -> RedisCluster {
         let nodes: Vec<RedisServer> = (0..6)
             .map(|_| {
-                RedisServer::builder()
+                let mut builder = RedisServer::builder();
+                for (name, value) in config {
+                    builder = builder.config(name, value);
+                }
+                builder
                     .config("cluster-enabled", "yes")
                     .config(
                         "cluster-node-timeout",
@@ -268,6 +281,20 @@ impl RedisCluster {
             String::from_utf8_lossy(&output.stderr)
         );
         self.wait_until_stable(Duration::from_secs(30));
+    }
+
+    /// Kills every normal client connection on the node at `port` (`CLIENT KILL TYPE
+    /// normal`), as an idle timeout or a network blip would; returns how many were killed.
+    pub fn kill_clients_on(&self, port: u16) -> u64 {
+        connect(self.node(port))
+            .and_then(|mut conn| {
+                redis::cmd("CLIENT")
+                    .arg("KILL")
+                    .arg("TYPE")
+                    .arg("normal")
+                    .query::<u64>(&mut conn)
+            })
+            .unwrap_or(0)
     }
 
     /// Kills every normal client connection on every live node (`CLIENT KILL TYPE normal`);
