@@ -119,7 +119,9 @@ impl MatroskaCacheBuilder {
     /// The cache; a zero lease timeout is an [`Error::InvalidConfig`].
     pub fn build(self) -> Result<MatroskaCache> {
         if self.lease_timeout.is_zero() {
-            return Err(Error::InvalidConfig("the lease timeout must be above zero"));
+            return Err(Error::InvalidConfig(
+                "the lease timeout must be above zero".into(),
+            ));
         }
         Ok(MatroskaCache {
             inner: Arc::new(Inner {

@@ -27,7 +27,7 @@ pub enum Error {
     ///
     /// The message names the setting and what it accepts.
     #[error("invalid configuration: {0}")]
-    InvalidConfig(&'static str),
+    InvalidConfig(std::borrow::Cow<'static, str>),
 
     /// The Redis key prefix is empty.
     ///

@@ -501,10 +501,11 @@ async fn invalidating_without_dependents_leaves_nothing_behind(h: Harness) {
         return stores_after().await;
     }
     // Per shard, only the counter, epoch, fence table, directory version and leases may
-    // exist: no index, no directory, no mark per dependency.
+    // exist, and the prefix's number of shards: no index, no directory, no mark per
+    // dependency.
     let keys = h.redis_keys();
     assert!(
-        keys.iter().all(|k| [":s", ":e", ":f", ":g", ":v"]
+        keys.iter().all(|k| [":s", ":e", ":f", ":g", ":v", ":n"]
             .iter()
             .any(|end| k.ends_with(end))
             || k.contains("}:l:")),

@@ -131,3 +131,77 @@ async fn a_flush_under_live_connections_starts_a_new_epoch() {
     assert_eq!(reader.invalidate([dep::tag("t")]).await.unwrap(), 1);
     assert_eq!(writer.get::<String>("k").await.unwrap(), None);
 }
+
+/// Waits until `check` holds on `conn` (replication is asynchronous), for at most 10 s.
+fn eventually(
+    conn: &mut redis::Connection,
+    what: &str,
+    check: impl Fn(&mut redis::Connection) -> bool,
+) {
+    for _ in 0..200 {
+        if check(conn) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not happen within 10 s");
+}
+
+fn replicate(conn: &mut redis::Connection, master: Option<u16>) {
+    let mut cmd = redis::cmd("REPLICAOF");
+    match master {
+        Some(port) => cmd.arg("127.0.0.1").arg(port),
+        None => cmd.arg("NO").arg("ONE"),
+    };
+    cmd.exec(conn).unwrap();
+}
+
+fn synced(conn: &mut redis::Connection) -> bool {
+    redis::cmd("INFO")
+        .arg("replication")
+        .query::<String>(conn)
+        .is_ok_and(|info| info.contains("master_link_status:up"))
+}
+
+/// Issue 19, item 5: a failover to a replica that missed an invalidation, then a failback to
+/// the first master, which resynced from that replica and so lost the invalidation too. It
+/// keeps its run id (and the client connections it had); only its replication id changed.
+/// Neither a process connected all along nor a new one may read the invalidated entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failback_to_a_master_that_resynced_never_undoes_an_invalidation() {
+    let a = RedisServer::start();
+    let b = RedisServer::start();
+    let (mut on_a, mut on_b) = (a.connection(), b.connection());
+    let prefix = "failback";
+    let entry = format!("{{{prefix}}}:d:k");
+    replicate(&mut on_b, Some(a.port()));
+    eventually(&mut on_b, "B's first sync", synced);
+    let build = || {
+        matroska_cache::RedisBackend::builder(&a.url(), prefix)
+            .auto_prune(None)
+            .build()
+    };
+    let old = MatroskaCache::new(build().await.unwrap());
+    old.put("k", &1, [dep::tag("x")], MINUTE).await.unwrap();
+    eventually(&mut on_b, "the entry's replication", |c| {
+        c.exists::<_, bool>(&entry).unwrap()
+    });
+    // B is cut off (promoted, as a failover would) before it sees the invalidation.
+    replicate(&mut on_b, None);
+    assert_eq!(old.invalidate([dep::tag("x")]).await.unwrap(), 1);
+    // A fails back: it becomes B's replica (a full resync brings the entry back), then
+    // master again, with its run id.
+    replicate(&mut on_a, Some(b.port()));
+    eventually(&mut on_a, "A's resync from B", |c| {
+        synced(c) && c.exists::<_, bool>(&entry).unwrap()
+    });
+    replicate(&mut on_a, None);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        old.get::<i32>("k").await.unwrap(),
+        None,
+        "the process connected all along"
+    );
+    let new = MatroskaCache::new(build().await.unwrap());
+    assert_eq!(new.get::<i32>("k").await.unwrap(), None, "a new process");
+}

@@ -31,8 +31,9 @@ struct Cli {
     #[arg(long, env = "MATROSKA_PREFIX", default_value = "cache", global = true)]
     prefix: String,
 
-    /// The cache's number of shards, as the application configured it (default: 1 on one
-    /// server, 128 on a cluster: the library's defaults).
+    /// The cache's number of shards (default: the number the prefix's processes recorded,
+    /// else the library's default, 1 on one server and 128 on a cluster). Another number than
+    /// the recorded one is refused.
     #[arg(long, env = "MATROSKA_SHARDS", global = true)]
     shards: Option<u16>,
 
@@ -160,9 +161,10 @@ async fn run(cli: Cli) -> Result<Outcome, Failure> {
     let mut builder = RedisBackend::detecting_builder(&nodes, &cli.prefix)
         .auto_prune(None)
         .timeout(Duration::from_secs(10));
-    if let Some(shards) = cli.shards {
-        builder = builder.shards(shards);
-    }
+    builder = match cli.shards {
+        Some(shards) => builder.shards(shards),
+        None => builder.shards_of_prefix(),
+    };
     if cli.assume_safe_eviction_policy {
         builder = builder.assume_safe_eviction_policy();
     }

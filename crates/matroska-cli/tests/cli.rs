@@ -298,15 +298,15 @@ fn against_a_cluster() {
     let cluster = RedisCluster::start();
     let urls = cluster.urls();
     let nodes = urls[..2].join(",");
-    let run = |args: &[&str]| {
-        let output = Command::cargo_bin("matroska")
-            .unwrap()
+    let run_with = |shards: Option<&str>, args: &[&str]| {
+        let mut command = Command::cargo_bin("matroska").unwrap();
+        command
             .env("MATROSKA_REDIS_URL", &nodes)
-            .env("MATROSKA_PREFIX", "app")
-            .env("MATROSKA_SHARDS", "16")
-            .args(args)
-            .output()
-            .unwrap();
+            .env("MATROSKA_PREFIX", "app");
+        if let Some(shards) = shards {
+            command.env("MATROSKA_SHARDS", shards);
+        }
+        let output = command.args(args).output().unwrap();
         (
             output.status.code().unwrap_or(-1),
             String::from_utf8(output.stdout).unwrap(),
@@ -334,6 +334,13 @@ fn against_a_cluster() {
                 .unwrap();
         }
     });
+    let run = |args: &[&str]| run_with(Some("16"), args);
+    // Another shard count than the application's is refused, naming both; none takes the
+    // prefix's.
+    let (code, _, err) = run_with(Some("128"), &["stats"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("128") && err.contains("16"), "{err}");
+    assert_eq!(run_with(None, &["get", "article:3"]).1, "<p>3</p>\n");
     let (code, out, err) = run(&["put", "n", "42", "--dep", "tag:t", "--ttl", "1h"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "stored n\n");

@@ -211,7 +211,7 @@ impl MemoryBackendBuilder {
         let entries = match self.bound {
             Bound::Entries(0) | Bound::Weight(0) => {
                 return Err(Error::InvalidConfig(
-                    "the memory backend's bound must be above zero",
+                    "the memory backend's bound must be above zero".into(),
                 ))
             }
             Bound::Entries(n) => builder.max_capacity(n).build_with_hasher(Hasher::new()),

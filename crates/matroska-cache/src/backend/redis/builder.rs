@@ -26,6 +26,8 @@ pub struct RedisBackendBuilder {
     cluster: Option<bool>,
     prefix: String,
     shards: Option<u16>,
+    /// Take the number of shards recorded for the prefix, if there is one.
+    adopt_shards: bool,
     timeout: Duration,
     connect_timeout: Duration,
     batch_size: usize,
@@ -85,6 +87,7 @@ impl RedisBackendBuilder {
             cluster,
             prefix: prefix.to_owned(),
             shards: None,
+            adopt_shards: false,
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: Duration::from_secs(2),
             batch_size: DEFAULT_BATCH_SIZE,
@@ -117,10 +120,25 @@ impl RedisBackendBuilder {
     }
 
     /// Into how many shards (1 to 1,024) the cache is split, each with its own hash tag.
-    /// Default: 1 on one server, [`DEFAULT_CLUSTER_SHARDS`] on a cluster. Every process
-    /// sharing the prefix must use the same number; changing it starts the cache cold.
+    /// Default: 1 on one server, [`DEFAULT_CLUSTER_SHARDS`] on a cluster.
+    ///
+    /// Every process sharing the prefix must use the same number: the first one records it
+    /// under the prefix, and [`build`](Self::build) refuses another with
+    /// [`Error::InvalidConfig`] naming both (another count would read the prefix's
+    /// directories and fence tables in its own numbering, and its invalidations would not
+    /// reach the others' entries). To change it, move to a new prefix.
     pub fn shards(mut self, shards: u16) -> Self {
         self.shards = Some(shards);
+        self.adopt_shards = false;
+        self
+    }
+
+    /// Uses the number of shards recorded for the prefix by the processes that use it
+    /// (the default of [`shards`](Self::shards) when none is recorded yet): for tools, such
+    /// as the `matroska` CLI, that work on a cache configured elsewhere.
+    pub fn shards_of_prefix(mut self) -> Self {
+        self.shards = None;
+        self.adopt_shards = true;
         self
     }
 
@@ -199,7 +217,7 @@ impl RedisBackendBuilder {
     /// [`Error::UnsafeEvictionPolicy`] if Redis could evict indexes.
     pub async fn build(self) -> Result<RedisBackend> {
         if self.urls.is_empty() {
-            return Err(Error::InvalidConfig("no Redis URL given"));
+            return Err(Error::InvalidConfig("no Redis URL given".into()));
         }
         let seeds = self
             .urls
@@ -214,34 +232,42 @@ impl RedisBackendBuilder {
             Some(cluster) => cluster,
             None => self.is_cluster(&seeds).await?,
         };
-        let shards = self
+        let settings = || {
+            Ok::<_, Error>(RouterSettings {
+                seeds: seeds.clone(),
+                cluster,
+                connect_timeout: self.connect_timeout,
+                #[cfg(feature = "tls")]
+                tls: self.tls()?,
+            })
+        };
+        let mut shards = self
             .shards
             .unwrap_or(if cluster { DEFAULT_CLUSTER_SHARDS } else { 1 });
+        if self.adopt_shards {
+            let probe = Router::new(Layout::new(&self.prefix, 1)?, settings()?);
+            probe.refresh().await?;
+            if let Some(recorded) = read_shard_count(&probe, self.timeout).await? {
+                shards = recorded;
+            }
+        }
         let layout = Layout::new(&self.prefix, shards)?;
         if self.batch_size == 0 {
-            return Err(Error::InvalidConfig("batch_size must be at least 1"));
+            return Err(Error::InvalidConfig("batch_size must be at least 1".into()));
         }
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
-            return Err(Error::InvalidConfig("timeouts must be above zero"));
+            return Err(Error::InvalidConfig("timeouts must be above zero".into()));
         }
         if let Some((replicas, timeout)) = self.require_replicas {
             if replicas == 0 || timeout.is_zero() || timeout >= self.timeout {
                 return Err(Error::InvalidConfig(
                     "require_replicas needs at least one replica and a timeout above zero and \
-                     below the operation timeout",
+                     below the operation timeout"
+                        .into(),
                 ));
             }
         }
-        let router = Router::new(
-            layout,
-            RouterSettings {
-                seeds,
-                cluster,
-                connect_timeout: self.connect_timeout,
-                #[cfg(feature = "tls")]
-                tls: self.tls()?,
-            },
-        );
+        let router = Router::new(layout, settings()?);
         let backend = RedisBackend {
             alive: Arc::new(()),
             router: Arc::new(router),
@@ -274,6 +300,7 @@ impl RedisBackendBuilder {
                 debug!(%policy, "Redis eviction policy is safe for dependency indexes");
             }
         }
+        backend.check_shard_count().await?;
         // Every shard's epoch now, so that no ticket taken from here on predates a shard's
         // first epoch (a new epoch refuses older tickets: see epoch.lua).
         let router = &backend.router;
@@ -284,13 +311,69 @@ impl RedisBackendBuilder {
         match self.auto_prune {
             Some(every) if every.is_zero() => {
                 return Err(Error::InvalidConfig(
-                    "the auto-prune interval must be above zero",
+                    "the auto-prune interval must be above zero".into(),
                 ))
             }
             Some(every) => backend.spawn_pruner(every),
             None => {}
         }
         Ok(backend)
+    }
+}
+
+/// The number of shards recorded for the prefix of `router`'s layout, if any.
+async fn read_shard_count(router: &Router, timeout: Duration) -> Result<Option<u16>> {
+    let key = router.layout().shard_count_key();
+    let recorded: Option<String> = router
+        .send_unsharded(&key, redis::cmd("GET").arg(&key).clone().into(), timeout)
+        .await?;
+    recorded
+        .map(|text| parse_shard_count(&key, &text))
+        .transpose()
+}
+
+fn parse_shard_count(key: &str, text: &str) -> Result<u16> {
+    text.parse().map_err(|_| Error::Corrupt {
+        key: key.to_owned(),
+        detail: format!("the number of shards {text:?} is not a number"),
+    })
+}
+
+impl RedisBackend {
+    /// The number of shards this backend splits the cache into (1 on one server unless
+    /// configured otherwise): see [`RedisBackendBuilder::shards`].
+    pub fn shards(&self) -> u16 {
+        u16::try_from(self.router.layout().len()).expect("at most 1,024 shards")
+    }
+
+    /// Records this backend's number of shards for the prefix, or checks it against the
+    /// one recorded: another number is an [`Error::InvalidConfig`] naming both. Run at
+    /// build, and before every repair or prune pass (the record could have been lost with a
+    /// failover, and written again by a process configured otherwise).
+    pub(super) async fn check_shard_count(&self) -> Result<()> {
+        let layout = self.router.layout();
+        let key = layout.shard_count_key();
+        let mut invocation = super::router::Invocation::new(&super::scripts::SHARD_COUNT);
+        invocation.key(&key).arg(layout.len());
+        let recorded: String = self
+            .router
+            .send_unsharded(&key, invocation.into(), self.timeout)
+            .await?;
+        let recorded = parse_shard_count(&key, &recorded)?;
+        if usize::from(recorded) != layout.len() {
+            return Err(Error::InvalidConfig(
+                format!(
+                    "this backend is configured with {} shards, but prefix {:?} is laid out \
+                     in {recorded}: every process and the CLI must use the same number \
+                     (RedisBackendBuilder::shards, or shards_of_prefix to take the \
+                     prefix's); to change it, move to a new prefix",
+                    layout.len(),
+                    &*self.prefix,
+                )
+                .into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -319,7 +402,7 @@ impl RedisBackendBuilder {
                 Err(error) => last_error = Some(error),
             }
         }
-        Err(last_error.unwrap_or(Error::InvalidConfig("no Redis URL given")))
+        Err(last_error.unwrap_or(Error::InvalidConfig("no Redis URL given".into())))
     }
 }
 

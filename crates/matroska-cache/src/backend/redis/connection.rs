@@ -12,10 +12,18 @@
 //!
 //! A command that fails because the connection broke marks its session broken; the next
 //! command connects again (bounded by the connect timeout) and handshakes before it is sent.
+//!
+//! **Identity.** A server's identity is its run id *and* its replication id. A server that
+//! was demoted to a replica, full-resynced from a master that had missed the last writes, and
+//! was promoted again (a failover and failback) keeps its run id and its client
+//! connections, but its data went back in time; its promotion gave it a new replication id.
+//! So a handshake on another replication id starts a new epoch, and a session idle for more
+//! than [`IDLE_CHECK`] checks the replication id before it serves again (while it is in use,
+//! a demoted master answers `MOVED` or `READONLY`, which sends the router elsewhere).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
@@ -26,13 +34,31 @@ use crate::error::{Error, Result};
 /// A shard not handshaken on a session. Floors are generations, which never get near it.
 const UNKNOWN: u64 = u64::MAX;
 
+/// How long a session may go unused before it checks, before serving again, that its server
+/// is still the master it connected to with the same data history (see the module docs).
+pub(crate) const IDLE_CHECK: Duration = Duration::from_millis(200);
+
+/// The clock of [`Session::touch`].
+static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn now_ms() -> u64 {
+    u64::try_from(START.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 /// A connection to one server process.
 pub(crate) struct Session {
     pub(crate) conn: MultiplexedConnection,
     /// The server's `redis_version`.
     pub(crate) version: String,
-    /// The server process's run id: a restart or a promoted replica has another.
-    pub(crate) run_id: String,
+    /// `<run id>/<replication id>`: a restart, a promoted replica, and a master demoted and
+    /// promoted again each have another (see the module docs).
+    pub(crate) identity: String,
+    /// The replication id part of the identity.
+    replication_id: String,
+    /// When a reply last came on this connection ([`now_ms`]).
+    last_used: AtomicU64,
+    /// Held while an idle session checks its server's identity.
+    checking: tokio::sync::Mutex<()>,
     /// The epoch floor of each shard handshaken on this connection ([`UNKNOWN`] for the
     /// others): read on every request, so without a lock.
     floors: Box<[AtomicU64]>,
@@ -80,6 +106,63 @@ impl Session {
     fn is_live(&self) -> bool {
         !self.broken.load(Ordering::SeqCst)
     }
+
+    /// Notes that a reply came: the server was the same a moment ago.
+    pub(crate) fn touch(&self) {
+        self.last_used.fetch_max(now_ms(), Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> bool {
+        now_ms().saturating_sub(self.last_used.load(Ordering::Relaxed))
+            > u64::try_from(IDLE_CHECK.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether the server may still be trusted with this session's epochs: always while the
+    /// session is in use; after [`IDLE_CHECK`] without a reply, only if the server is still a
+    /// master with the replication id it had at connect (else the session is retired and
+    /// the caller connects again, handshaking a new epoch). One check at a time; the others
+    /// wait for it.
+    pub(crate) async fn still_trusted(&self, limit: Duration) -> Result<bool> {
+        if !self.idle() {
+            return Ok(true);
+        }
+        let _one_check = self.checking.lock().await;
+        if !self.idle() {
+            return Ok(true);
+        }
+        let mut conn = self.conn.clone();
+        let info: String = tokio::time::timeout(
+            limit,
+            redis::cmd("INFO").arg("replication").query_async(&mut conn),
+        )
+        .await
+        .map_err(|_| Error::Timeout(limit))?
+        .inspect_err(|e| self.check(e))?;
+        let (role, replication_id) = replication(&info);
+        if role.as_deref() == Some("master")
+            && replication_id.as_deref() == Some(&self.replication_id)
+        {
+            self.touch();
+            return Ok(true);
+        }
+        debug!(
+            ?role,
+            ?replication_id,
+            "the server's data history changed; reconnecting"
+        );
+        self.retire();
+        Ok(false)
+    }
+}
+
+/// The role and the replication id in an `INFO replication` reply.
+fn replication(info: &str) -> (Option<String>, Option<String>) {
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+    };
+    (field("role:"), field("master_replid:"))
 }
 
 /// One server address: connects, reconnects, and hands out the current [`Session`].
@@ -195,6 +278,7 @@ impl Node {
             let mut conn = self.dial(&config).await?;
             let info: String = redis::cmd("INFO")
                 .arg("server")
+                .arg("replication")
                 .query_async(&mut conn)
                 .await?;
             Ok::<_, redis::RedisError>((conn, info))
@@ -210,13 +294,18 @@ impl Node {
         let version = field("redis_version:").unwrap_or_else(|| "unknown".into());
         // A server without a run id (a proxy, say) gets a new epoch on every connection: the
         // safe side, since a restart behind it cannot be told apart.
-        let run_id =
-            field("run_id:").unwrap_or_else(|| format!("unknown-{}", rand::random::<u64>()));
-        debug!(%run_id, %version, "connected to Redis");
+        let unknown = || format!("unknown-{}", rand::random::<u64>());
+        let run_id = field("run_id:").unwrap_or_else(unknown);
+        let replication_id = replication(&info).1.unwrap_or_else(unknown);
+        let identity = format!("{run_id}/{replication_id}");
+        debug!(%identity, %version, "connected to Redis");
         Ok(Session {
             conn,
             version,
-            run_id,
+            identity,
+            replication_id,
+            last_used: AtomicU64::new(now_ms()),
+            checking: tokio::sync::Mutex::new(()),
             floors: (0..self.shards).map(|_| AtomicU64::new(UNKNOWN)).collect(),
             broken: AtomicBool::new(false),
         })

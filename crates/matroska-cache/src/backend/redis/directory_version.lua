@@ -1,3 +1,6 @@
+#!lua flags=allow-oom
+-- allow-oom: puts and repairs must renew versions on a full server; one fixed-size key.
+--
 -- Renews a shard's directory version (sharded caches: see registrations.rs), before a
 -- repair pass reads the shard's index slices: a put in this shard that skipped its
 -- registrations under the old version is refused from now on, and registers again.

@@ -1,17 +1,23 @@
+#!lua flags=allow-oom
+-- allow-oom: a shard must start its new epoch on a full server too (after a failover or a
+-- restart), or nothing could be read, invalidated or stored there; it writes fixed-size keys.
+--
 -- The handshake a connection runs for a shard before it serves the shard: the shard's epoch
 -- for the server process it reached.
 --
--- KEYS[1]      the shard's epoch: "<floor> <run id>"
+-- KEYS[1]      the shard's epoch: "<floor> <identity>"
 -- KEYS[2]      the shard's generation counter
 -- KEYS[3]      the shard's ticket floor: fenced puts with an older ticket are refused here
 -- KEYS[4]      the shard's "directories incomplete" mark (sharded caches: see home.lua)
 -- KEYS[5]      the shard's directory version (sharded caches: see registrations.rs)
--- ARGV[1]      the server's run id (INFO server), read on this same connection
+-- ARGV[1]      the server's identity, "<run id>/<replication id>" (INFO server, INFO
+--              replication), read on this same connection
 -- ARGV[2]      '' for a cache of one shard (its counter is the ticket counter), 'T' for the
 --              shard that holds the ticket counter of a sharded cache, 'S' for the others
 --
 -- A server that restarted (a crash, a failover, a reload of an older snapshot or AOF) has a
--- new run id. Its data may be older than invalidations that had already returned, so a new
+-- new run id; a master that was demoted, resynced from a replica that missed writes, and
+-- promoted again has its run id but a new replication id: either is a new identity. Its data may be older than invalidations that had already returned, so a new
 -- epoch begins: its floor is above every generation the server holds, and readers ignore
 -- entries below their connection's floor. An entry the restart brought back is therefore a
 -- miss, never a stale hit. The shard's fence marks may be lost too, so tickets taken before
@@ -28,8 +34,8 @@ local current = redis.call('GET', KEYS[1])
 local floor = nil
 local began = 0
 if current then
-    local known, run_id = string.match(current, '^(%d+) (.+)$')
-    if run_id == ARGV[1] then
+    local known, identity = string.match(current, '^(%d+) (.+)$')
+    if identity == ARGV[1] then
         floor = known
     end
 end

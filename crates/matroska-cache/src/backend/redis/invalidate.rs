@@ -30,7 +30,7 @@ use futures_util::future::try_join_all;
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::router::Invocation;
-use super::scripts::{DROP, HOME, INVALIDATE};
+use super::scripts::{DROP, HOME, INVALIDATE, MARK};
 use super::{entry, parse_members, RedisBackend};
 use crate::dep::Dep;
 use crate::error::Result;
@@ -129,7 +129,11 @@ impl RedisBackend {
     async fn next_mark(&self) -> Result<u64> {
         let counter = self.router.layout().shard(0).sequence();
         let (mark, _) = self
-            .send(0, |_| redis::cmd("INCR").arg(&counter).clone().into())
+            .send(0, |_| {
+                let mut invocation = Invocation::new(&MARK);
+                invocation.key(&counter);
+                invocation.into()
+            })
             .await?;
         Ok(mark)
     }

@@ -7,6 +7,8 @@
 //!                        invalidation of a dependency in that bucket began
 //! {<prefix>}:h:<dep>     string: with several shards, the directory of <dep> in its home
 //!                        shard: a bitmap of the shards that hold dependents of it
+//! {<prefix>}:t:<dep>     string: a directory being pruned (its tombstone), and
+//! {<prefix>}:o:<dep>     string: the token of the pruning pass that owns it
 //! {<prefix>}:i           string: with several shards, set while the shard's directories may
 //!                        have lost bits (a new epoch), until a repair pass rebuilt them
 //! {<prefix>}:l:<key>     string: the lease on computing <key>, with a TTL
@@ -14,6 +16,8 @@
 //! {<prefix>}:e           string: the epoch "<floor> <run id>", renewed when the state is lost
 //! {<prefix>}:g           string: the ticket floor: fenced puts with older tickets are refused
 //! {<prefix>}:p           string: held (with a TTL) by the process running the periodic prune
+//! {<prefix>}:n           string: the number of shards every process of the prefix uses
+//!                        (always under the unsharded tag, whatever the number)
 //! ```
 //!
 //! The prefix is the Redis Cluster hash tag, so every key of one cache lives in one slot and a
@@ -111,6 +115,8 @@ fn pattern(tag_pattern: &str, kind: &str) -> String {
 /// same tags.
 #[derive(Clone, Debug)]
 pub(crate) struct Layout {
+    /// The keys of the prefix as a whole (the tag of a cache of one shard).
+    base: KeySpace,
     shards: Vec<KeySpace>,
     /// Each shard's number by its tag.
     by_tag: HashMap<String, usize>,
@@ -125,12 +131,12 @@ impl Layout {
     pub(crate) fn new(prefix: &str, shards: u16) -> Result<Self> {
         if shards == 0 || shards > MAX_SHARDS {
             return Err(Error::InvalidConfig(
-                "the number of shards must be between 1 and 1024",
+                "the number of shards must be between 1 and 1024".into(),
             ));
         }
         let single = KeySpace::new(prefix)?;
         if shards == 1 {
-            return Ok(Layout::of(vec![single]));
+            return Ok(Layout::of(single.clone(), vec![single]));
         }
         let escaped = &single.tag[1..single.tag.len() - 1];
         let width = u32::from(SLOTS);
@@ -145,10 +151,10 @@ impl Layout {
                     .expect("every slot range is reached by some tag")
             })
             .collect();
-        Ok(Layout::of(tags))
+        Ok(Layout::of(single, tags))
     }
 
-    fn of(shards: Vec<KeySpace>) -> Self {
+    fn of(base: KeySpace, shards: Vec<KeySpace>) -> Self {
         let by_tag = shards
             .iter()
             .enumerate()
@@ -163,6 +169,7 @@ impl Layout {
             n => (FENCE_BUCKETS / n as u64).max(MIN_SHARD_FENCE_BUCKETS),
         };
         Layout {
+            base,
             shards,
             by_tag,
             slots,
@@ -174,6 +181,13 @@ impl Layout {
     /// must agree on it: it depends only on the dependency and the number of shards.)
     pub(crate) fn fence_bucket(&self, dep: &Dep) -> u64 {
         stable_hash(dep.as_str().as_bytes()) % self.fence_buckets
+    }
+
+    /// The key that records the number of shards of the prefix: the same key whatever the
+    /// number, so that processes configured differently find each other out (a shard's tag
+    /// is also a tag of other shard counts, with another number).
+    pub(crate) fn shard_count_key(&self) -> String {
+        format!("{}:n", self.base.tag)
     }
 
     /// The Redis Cluster slot of shard `s`.
@@ -296,6 +310,12 @@ impl KeySpace {
     /// holds a dependent any more (see `repair.rs`).
     pub(crate) fn directory_tomb(&self, dep: &Dep) -> String {
         self.key("t", dep.as_str())
+    }
+
+    /// The token of the pruning pass that last buried `dep`'s directory into its tombstone:
+    /// only that pass may delete the tombstone (see `repair.rs`).
+    pub(crate) fn directory_tomb_owner(&self, dep: &Dep) -> String {
+        self.key("o", dep.as_str())
     }
 
     /// The dependency whose directory (`h`) or tombstone (`t`) is `redis_key`.

@@ -25,7 +25,7 @@
 //! | `get` | 1 | `GET` |
 //! | `get_many` | 1 | one `MGET` per shard, all at once |
 //! | `has` | 1 | `GETRANGE` of the generation (an entry from before a restart is a miss) |
-//! | `put` | 1 | `put.lua`: entry and index members together (on a cluster, with `SETBIT`s registering its shard at other home shards, at once, the first time: `registrations`) |
+//! | `put` | 1 (cluster, first put of a dependency in a shard: 2) | `put.lua`: entry and index members together (on a cluster, `SETBIT`s registering its shard at other home shards go first, the first time: `registrations`) |
 //! | `begin` | 1 | `begin.lua` (on a cluster, with a `GET` of the ticket counter, at once) |
 //! | fenced put | 1 (cluster: 2) | on a cluster, `register.lua` at other home shards first |
 //! | `delete` | 1 | `UNLINK` (index members reclaimed later) |
@@ -83,7 +83,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use router::{Invocation, Router};
-use scripts::{BEGIN, DEPS, DIRECTORY_VERSION, PRUNE, PUT, REGISTER, RELEASE};
+use scripts::{BEGIN, DEPS, DIRECTORY_BITS, DIRECTORY_VERSION, PRUNE, PUT, REGISTER, RELEASE};
 use tracing::debug;
 
 pub use builder::{RedisBackendBuilder, DEFAULT_CLUSTER_SHARDS};
@@ -160,8 +160,9 @@ impl RedisBackend {
     /// Stores an entry: `put.lua` in its shard, plain or with `fence` fenced. With several
     /// shards, the entry's shard is also registered in the directory of each dependency at
     /// its home: by `put.lua` itself for dependencies homed in the entry's shard; for the
-    /// others by `SETBIT`s sent with the put (plain), or by `register.lua` before it
-    /// (fenced: a registration that finds an invalidation refuses the put). A plain put skips
+    /// others before it, by `directory_bits.lua` (plain) or by `register.lua` (fenced: a registration
+    /// that finds an invalidation refuses the put), so that an entry that exists is always
+    /// reachable from its directories. A plain put skips
     /// the registrations this process already made under the shard's directory version
     /// (see `registrations.rs` and `docs/cluster.md`).
     async fn store(
@@ -219,33 +220,14 @@ impl RedisBackend {
                 }
             }
         }
-        if let (Some((ticket, holder)), false) = (fence, homes.is_empty()) {
-            let registrations = homes
-                .iter()
-                .map(|(&home, deps)| {
-                    let home_keys = layout.shard(home);
-                    let mut invocation = Invocation::new(&REGISTER);
-                    invocation
-                        .key(home_keys.ticket_floor())
-                        .key(home_keys.fences());
-                    for dep in deps {
-                        invocation.key(home_keys.directory(dep));
-                    }
-                    invocation.arg(ticket.seq()).arg(shard).arg(
-                        deps.iter()
-                            .map(|d| layout.fence_bucket(d))
-                            .collect::<Vec<_>>(),
-                    );
-                    (home, invocation.into())
-                })
-                .collect();
-            let registered: Vec<(u8, u64)> = self.send_all(registrations).await?;
-            if registered.iter().any(|(ok, _)| *ok == 0) {
-                if let Some(holder) = holder {
-                    self.release_lease(key, holder).await?;
-                }
-                return Ok(Some(Fenced::Invalidated));
+        // Registering comes first, fenced or not: an entry that exists is always in the
+        // directories of its dependencies, even when the put fails later (a registration
+        // without its entry only sends an invalidation to a shard that answers 0).
+        if !homes.is_empty() && !self.register(shard, &homes, fence.map(|(t, _)| t)).await? {
+            if let Some((_, Some(holder))) = fence {
+                self.release_lease(key, holder).await?;
             }
+            return Ok(Some(Fenced::Invalidated));
         }
         let version = seen.as_ref().map_or("", |seen| seen.version.as_str());
         let put = |floor: u64| {
@@ -287,35 +269,7 @@ impl RedisBackend {
             };
             invocation.into()
         };
-        let outcome: i8 = if fence.is_none() && !homes.is_empty() {
-            // A plain put: its registrations go with it (it returns when all are done, so
-            // every put that returned before an invalidation began is in the directories).
-            let (outcome, registered) = futures_util::future::join(
-                self.send::<i8>(shard, put),
-                self.send_all::<redis::Value>(
-                    homes
-                        .iter()
-                        .map(|(&home, deps)| {
-                            let home_keys = layout.shard(home);
-                            let mut pipe = redis::Pipeline::with_capacity(deps.len());
-                            for dep in deps {
-                                pipe.cmd("SETBIT")
-                                    .arg(home_keys.directory(dep))
-                                    .arg(shard)
-                                    .arg(1)
-                                    .ignore();
-                            }
-                            (home, pipe.into())
-                        })
-                        .collect(),
-                ),
-            )
-            .await;
-            registered?;
-            outcome?.0
-        } else {
-            self.send(shard, put).await?.0
-        };
+        let (outcome, _): (i8, u64) = self.send(shard, put).await?;
         if outcome == -2 {
             return Ok(None);
         }
@@ -330,6 +284,50 @@ impl RedisBackend {
             0 => Fenced::Invalidated,
             _ => Fenced::Expired,
         }))
+    }
+
+    /// Registers `shard` in the directories of `homes`' dependencies, at each home at once:
+    /// with a ticket, `register.lua`, which refuses (`false`) when one of them was
+    /// invalidated after the ticket was taken or is being invalidated; without, `directory_bits.lua`.
+    async fn register(
+        &self,
+        shard: usize,
+        homes: &BTreeMap<usize, Vec<&Dep>>,
+        ticket: Option<Ticket>,
+    ) -> Result<bool> {
+        let layout = self.router.layout();
+        let requests = homes.iter().map(|(&home, deps)| {
+            let keys = layout.shard(home);
+            let request: router::Request = match ticket {
+                Some(ticket) => {
+                    let mut invocation = Invocation::new(&REGISTER);
+                    invocation.key(keys.ticket_floor()).key(keys.fences());
+                    for dep in deps {
+                        invocation.key(keys.directory(dep));
+                    }
+                    invocation.arg(ticket.seq()).arg(shard).arg(
+                        deps.iter()
+                            .map(|d| layout.fence_bucket(d))
+                            .collect::<Vec<_>>(),
+                    );
+                    invocation.into()
+                }
+                None => {
+                    let mut invocation = Invocation::new(&DIRECTORY_BITS);
+                    for dep in deps {
+                        invocation.key(keys.directory(dep)).arg(shard);
+                    }
+                    invocation.into()
+                }
+            };
+            (home, request)
+        });
+        if ticket.is_none() {
+            let _: Vec<(u8, u64)> = self.send_all(requests.collect()).await?;
+            return Ok(true);
+        }
+        let registered: Vec<(u8, u64)> = self.send_all(requests.collect()).await?;
+        Ok(registered.iter().all(|(ok, _)| *ok == 1))
     }
 
     /// Reads `shard`'s directory version after `put.lua` refused the one this process knew

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
+use super::router::Invocation;
+use super::scripts::PRUNE_LOCK;
 use super::RedisBackend;
 use crate::ttl;
 
@@ -40,19 +42,17 @@ impl RedisBackend {
         let mut locked = Vec::new();
         for shard in 0..layout.len() {
             let lock = async {
-                let (taken, _): (Option<String>, u64) = self
+                let (taken, _): (u8, u64) = self
                     .send(shard, |_| {
-                        redis::cmd("SET")
-                            .arg(layout.shard(shard).prune_lock())
+                        let mut invocation = Invocation::new(&PRUNE_LOCK);
+                        invocation
+                            .key(layout.shard(shard).prune_lock())
                             .arg(std::process::id())
-                            .arg("NX")
-                            .arg("PX")
-                            .arg(ttl::redis_millis(every))
-                            .clone()
-                            .into()
+                            .arg(ttl::redis_millis(every));
+                        invocation.into()
                     })
                     .await?;
-                Ok::<_, crate::Error>(taken.is_some())
+                Ok::<_, crate::Error>(taken == 1)
             };
             match lock.await {
                 Ok(true) => locked.push(shard),

@@ -1,3 +1,7 @@
+#!lua flags=allow-oom
+-- allow-oom: registering grows a directory by a bit at most, and a fenced put must be able
+-- to be refused on a full server.
+--
 -- Registers a fenced put's shard in the directories of its dependencies homed here
 -- (sharded caches only; see docs/cluster.md), unless one of them was invalidated after the
 -- put's ticket was taken or is being invalidated now. Runs before the put itself: an

@@ -20,6 +20,12 @@
 //! and registers again; (3) those shards are checked for a slice once more (a put that stored
 //! before (2) is found); (4) `settle.lua` deletes the tombstone, or merges it back. When the pass
 //! is over, the mark is removed, unless a newer epoch set it again.
+//!
+//! Several passes may prune at once (`prune()`, the CLI, background prunes of processes whose
+//! locks expired). Each pass has a token, and burying writes it as the tombstone's owner: a
+//! pass deletes a tombstone only if it still owns it. Another pass that buried into it
+//! meanwhile may have merged in a bit the first pass never checked, and settles it itself
+//! after checking every bit (a merge back is always safe).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,7 +36,7 @@ use tracing::{info, warn};
 
 use super::invalidate::shards_in;
 use super::router::Invocation;
-use super::scripts::{BURY, DIRECTORY_VERSION, REPAIRED, SETTLE};
+use super::scripts::{BURY, DIRECTORY_BITS, DIRECTORY_VERSION, REPAIRED, SETTLE};
 use super::RedisBackend;
 use crate::dep::Dep;
 use crate::error::Result;
@@ -77,6 +83,7 @@ impl RedisBackend {
         if layout.len() == 1 {
             return Ok(0);
         }
+        self.check_shard_count().await?;
         let marks: Vec<(Option<String>, u64)> = self
             .send_all(
                 (0..layout.len())
@@ -106,7 +113,7 @@ impl RedisBackend {
             let mut cursor = 0;
             loop {
                 let (next, keys) = self.scan_index_keys(via, &shards, cursor).await?;
-                let mut by_home: BTreeMap<usize, redis::Pipeline> = BTreeMap::new();
+                let mut by_home: BTreeMap<usize, Invocation> = BTreeMap::new();
                 for (shard, key) in keys {
                     let Some(dep) = key
                         .split_once("}:r:")
@@ -118,20 +125,17 @@ impl RedisBackend {
                     if incomplete.contains_key(&home) {
                         by_home
                             .entry(home)
-                            .or_default()
-                            .cmd("SETBIT")
-                            .arg(layout.shard(home).directory(&dep))
-                            .arg(shard)
-                            .arg(1)
-                            .ignore();
+                            .or_insert_with(|| Invocation::new(&DIRECTORY_BITS))
+                            .key(layout.shard(home).directory(&dep))
+                            .arg(shard);
                         bits += 1;
                     }
                 }
-                let _: Vec<(redis::Value, u64)> = self
+                let _: Vec<(u8, u64)> = self
                     .send_all(
                         by_home
                             .into_iter()
-                            .map(|(home, pipe)| (home, pipe.into()))
+                            .map(|(home, bits)| (home, bits.into()))
                             .collect(),
                     )
                     .await?;
@@ -189,6 +193,7 @@ impl RedisBackend {
         if layout.len() == 1 {
             return Ok(0);
         }
+        self.check_shard_count().await?;
         let mut deleted = 0;
         for (_, served) in self.router.masters().await? {
             let mine: Vec<usize> = served.into_iter().filter(|s| homes.contains(s)).collect();
@@ -257,8 +262,11 @@ impl RedisBackend {
             .filter(|((_, replies), held)| **held && !matches!(replies[1], redis::Value::Nil))
             .map(|((dep, _), _)| dep.clone())
             .collect();
+        // This pass's token: another pass that buries into the same tombstone takes it over.
+        let token = rand::random::<u64>();
         if !revived.is_empty() {
-            self.settle(&revived, &vec![true; revived.len()]).await?;
+            self.settle(&revived, &vec![true; revived.len()], token)
+                .await?;
         }
         let candidates: Vec<(usize, Dep)> = deps
             .iter()
@@ -270,7 +278,7 @@ impl RedisBackend {
             return Ok(0);
         }
         // 1. Bury.
-        let tombs = self.bury(&candidates).await?;
+        let tombs = self.bury(&candidates, token).await?;
         let named: Vec<BTreeSet<usize>> = tombs
             .iter()
             .map(|bits| named_by(bits, layout.len()).collect())
@@ -280,7 +288,7 @@ impl RedisBackend {
         self.renew_directory_versions(shards.into_iter()).await?;
         // 3. Check again; 4. settle.
         let held = self.slices_held(&candidates, &named).await?;
-        self.settle(&candidates, &held).await
+        self.settle(&candidates, &held, token).await
     }
 
     /// One pipeline per home shard of `deps`, with the commands `each` adds for each of its
@@ -347,10 +355,10 @@ impl RedisBackend {
         Ok(held)
     }
 
-    /// Step 1: `bury.lua` at each home of `deps`; each tombstone's bitmap, in the order of
-    /// `deps`.
-    async fn bury(&self, deps: &[(usize, Dep)]) -> Result<Vec<redis::Value>> {
-        let (by_home, replies) = self.at_homes(&BURY, deps, |_| None).await?;
+    /// Step 1: `bury.lua` at each home of `deps`, taking each tombstone for the pass
+    /// `token`; each tombstone's bitmap, in the order of `deps`.
+    async fn bury(&self, deps: &[(usize, Dep)], token: u64) -> Result<Vec<redis::Value>> {
+        let (by_home, replies) = self.at_homes(&BURY, deps, token, |_| None).await?;
         let mut tombs = vec![redis::Value::Nil; deps.len()];
         for ((_, members), reply) in by_home.iter().zip(replies) {
             if let redis::Value::Array(replies) = reply {
@@ -363,10 +371,13 @@ impl RedisBackend {
     }
 
     /// Step 4: `settle.lua` at each home of `deps`: deletes the tombstones whose dependency
-    /// no shard holds (`held[i]` false), merges the others back; returns how many it deleted.
-    async fn settle(&self, deps: &[(usize, Dep)], held: &[bool]) -> Result<u64> {
+    /// no shard holds (`held[i]` false) and that the pass `token` still holds, merges the
+    /// others back; returns how many it deleted.
+    async fn settle(&self, deps: &[(usize, Dep)], held: &[bool], token: u64) -> Result<u64> {
         let (_, replies) = self
-            .at_homes(&SETTLE, deps, |i| Some(if held[i] { "0" } else { "1" }))
+            .at_homes(&SETTLE, deps, token, |i| {
+                Some(if held[i] { "0" } else { "1" })
+            })
             .await?;
         Ok(replies
             .iter()
@@ -377,13 +388,14 @@ impl RedisBackend {
             .sum())
     }
 
-    /// `script` once per home of `deps`, with each dependency's directory and tombstone as
-    /// keys and `arg(i)` (if any) as an argument; the positions of each home's dependencies,
-    /// and its reply.
+    /// `script` once per home of `deps`, with each dependency's directory, tombstone and
+    /// tombstone owner as keys, the pass's `token` as the first argument and `arg(i)` (if
+    /// any) after it; the positions of each home's dependencies, and its reply.
     async fn at_homes(
         &self,
         script: &'static redis::Script,
         deps: &[(usize, Dep)],
+        token: u64,
         arg: impl Fn(usize) -> Option<&'static str>,
     ) -> Result<(BTreeMap<usize, Vec<usize>>, Vec<redis::Value>)> {
         let layout = self.router.layout();
@@ -393,10 +405,12 @@ impl RedisBackend {
             .map(|(&home, members)| {
                 let keys = layout.shard(home);
                 let mut invocation = Invocation::new(script);
+                invocation.arg(token);
                 for &i in members {
                     invocation
                         .key(keys.directory(&deps[i].1))
-                        .key(keys.directory_tomb(&deps[i].1));
+                        .key(keys.directory_tomb(&deps[i].1))
+                        .key(keys.directory_tomb_owner(&deps[i].1));
                     if let Some(arg) = arg(i) {
                         invocation.arg(arg);
                     }
@@ -425,4 +439,67 @@ fn named_by(bits: &redis::Value, shards: usize) -> impl Iterator<Item = usize> +
         _ => &[],
     };
     shards_in(bits, shards)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use matroska_test_support::RedisServer;
+
+    use super::*;
+    use crate::{dep, MatroskaCache};
+
+    /// Two pruning passes over one directory (issue 19, item 4), step by step: pass A buries
+    /// a directory whose one shard holds nothing; a put registers another shard (a new
+    /// directory); pass B buries that into A's tombstone; A finds its shard empty and
+    /// settles. A must leave the tombstone to B, which holds a bit A never checked.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pass_never_deletes_a_bit_another_pass_buried() {
+        let server = tokio::task::block_in_place(RedisServer::start);
+        let backend = RedisBackend::builder(&server.url(), "prunes")
+            .shards(16)
+            .auto_prune(None)
+            .build()
+            .await
+            .unwrap();
+        let layout = backend.router.layout();
+        let d = dep::tag("shared");
+        let home = layout.home_of(&d);
+        let empty = (home + 1) % 16;
+        let key = (0..)
+            .map(|i| format!("k{i}"))
+            .find(|k| ![home, empty].contains(&layout.shard_of(k)))
+            .unwrap();
+        // dir(D) names a shard that holds no slice of D.
+        let mut conn = server.connection();
+        redis::cmd("SETBIT")
+            .arg(layout.shard(home).directory(&d))
+            .arg(empty)
+            .arg(1)
+            .exec(&mut conn)
+            .unwrap();
+        let deps = [(home, d.clone())];
+        let (a, b) = (1, 2);
+        backend.bury(&deps, a).await.unwrap();
+        // A process that never registered D puts a dependent in a third shard.
+        let writer = RedisBackend::builder(&server.url(), "prunes")
+            .auto_prune(None)
+            .shards(16)
+            .build()
+            .await
+            .unwrap();
+        let cache = MatroskaCache::new(writer);
+        cache
+            .put(&key, &1, [d.clone()], Duration::from_secs(600))
+            .await
+            .unwrap();
+        backend.bury(&deps, b).await.unwrap();
+        // A renewed and checked its one shard: empty. It settles: nothing is deleted.
+        assert_eq!(backend.settle(&deps, &[false], a).await.unwrap(), 0);
+        assert_eq!(cache.invalidate([d.clone()]).await.unwrap(), 1);
+        assert_eq!(cache.get::<i32>(&key).await.unwrap(), None);
+        // B, which checked every bit it buried, deletes what is left once nothing holds D.
+        assert_eq!(backend.settle(&deps, &[false], b).await.unwrap(), 1);
+    }
 }

@@ -1,3 +1,6 @@
+#!lua flags=allow-oom
+-- allow-oom: it only deletes.
+--
 -- Ends a shard's "directories incomplete" mark after a repair pass, unless a newer epoch set
 -- it again meanwhile.
 --

@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 use super::connection::{Node, Session};
 use super::keys::{Layout, SLOTS};
 use super::registrations::Registrations;
-use super::scripts::{EPOCH, TICKET_FLOOR};
+use super::scripts::{EPOCH, MARK, TICKET_FLOOR};
 use super::RedisBackend;
 use crate::error::{Error, Result};
 
@@ -242,10 +242,15 @@ impl Router {
 
     /// The node that serves `shard` now.
     async fn node_of(&self, shard: usize) -> Result<Arc<Node>> {
+        self.node_of_slot(self.layout.slot_of(shard)).await
+    }
+
+    /// The node that serves `slot` now (a standalone server serves every slot).
+    async fn node_of_slot(&self, slot: u16) -> Result<Arc<Node>> {
         if !self.cluster {
             return self.standalone();
         }
-        let slot = usize::from(self.layout.slot_of(shard));
+        let slot = usize::from(slot);
         let owner = self.owner(slot);
         let owner = match owner {
             Some(owner) => owner,
@@ -254,7 +259,7 @@ impl Router {
                 self.owner(slot).ok_or_else(|| {
                     Error::Redis(crate::error::ServerError::cluster(
                         "CLUSTERDOWN",
-                        "no master serves the shard's slot",
+                        "no master serves the slot",
                     ))
                 })?
             }
@@ -274,7 +279,10 @@ impl Router {
     /// A connection that serves `shard`, with the shard's epoch handshaken on it.
     pub(crate) async fn route(&self, shard: usize) -> Result<Route> {
         let node = self.node_of(shard).await?;
-        let session = node.session().await?;
+        let mut session = node.session().await?;
+        if !session.still_trusted(self.connect_timeout).await? {
+            session = node.session().await?;
+        }
         if let Some(floor) = session.floor(shard) {
             return Ok(Route { session, floor });
         }
@@ -291,7 +299,7 @@ impl Router {
             .key(keys.ticket_floor())
             .key(keys.incomplete())
             .key(keys.directory_version())
-            .arg(&session.run_id)
+            .arg(&session.identity)
             .arg(role);
         let (floor, ticket_floor_set, began, version): (u64, u8, u8, String) =
             self.on(&session, handshake.into()).await?;
@@ -305,12 +313,9 @@ impl Router {
             // value of the counter read now, after the epoch began.
             let counter = self.layout.shard(0).sequence();
             let zero = Box::pin(self.route(0)).await?;
-            let value: u64 = self
-                .on(
-                    &zero.session,
-                    redis::cmd("INCR").arg(&counter).clone().into(),
-                )
-                .await?;
+            let mut mark = Invocation::new(&MARK);
+            mark.key(&counter);
+            let value: u64 = self.on(&zero.session, mark.into()).await?;
             let mut set = Invocation::new(&TICKET_FLOOR);
             set.key(keys.epoch())
                 .key(keys.ticket_floor())
@@ -318,7 +323,7 @@ impl Router {
                 .arg(value);
             let _: u8 = self.on(&session, set.into()).await?;
         }
-        debug!(shard, floor, run_id = %session.run_id, "shard epoch handshaken");
+        debug!(shard, floor, identity = %session.identity, "shard epoch handshaken");
         session.set_floor(shard, floor);
         Ok(Route { session, floor })
     }
@@ -426,9 +431,37 @@ impl Router {
                 }
             }
         }
-        let error = last_error.unwrap_or(Error::InvalidConfig("no cluster node given"));
+        let error = last_error.unwrap_or(Error::InvalidConfig("no cluster node given".into()));
         warn!(%error, "no node of the cluster answered CLUSTER SLOTS");
         Err(error)
+    }
+
+    /// Sends one request about `key`, a key of the prefix as a whole rather than of a shard
+    /// (no epoch handshake: see [`Layout::shard_count_key`]), to the server of its slot,
+    /// within `timeout`; `MOVED` reads the slot map again and retries.
+    pub(crate) async fn send_unsharded<T: FromRedisValue>(
+        &self,
+        key: &str,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<T> {
+        let slot = super::keys::slot(key.as_bytes());
+        let attempt = async {
+            loop {
+                let session = self.node_of_slot(slot).await?.session().await?;
+                let mut conn = session.conn.clone();
+                match request.query::<T>(&mut conn).await {
+                    Err(error) if error.code() == Some("MOVED") => {
+                        self.refresh().await?;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    reply => return reply.inspect_err(|e| session.check(e)).map_err(Error::from),
+                }
+            }
+        };
+        tokio::time::timeout(timeout, attempt)
+            .await
+            .map_err(|_| Error::Timeout(timeout))?
     }
 
     /// The distinct masters, with the shards each serves (for walking every shard).
@@ -567,7 +600,10 @@ impl RedisBackend {
                 Ok::<_, Error>((reply?, route))
             };
             let error = match tokio::time::timeout(remaining, attempt).await {
-                Ok(Ok((reply, route))) => return Ok((reply, route.floor)),
+                Ok(Ok((reply, route))) => {
+                    route.session.touch();
+                    return Ok((reply, route.floor));
+                }
                 Ok(Err(error)) => error,
                 Err(_) => return Err(Error::Timeout(self.timeout)),
             };

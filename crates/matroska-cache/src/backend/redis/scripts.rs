@@ -64,6 +64,17 @@ pub(super) static DIRECTORY_VERSION: LazyLock<Script> =
 /// Sets a shard's ticket floor after a new epoch: `ticket_floor.lua`.
 pub(super) static TICKET_FLOOR: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("ticket_floor.lua")));
+/// The next value of the ticket counter, on a full server too: `mark.lua`.
+pub(super) static MARK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("mark.lua")));
+/// Sets a shard's bit in directories at one home: `directory_bits.lua`.
+pub(super) static DIRECTORY_BITS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("directory_bits.lua")));
+/// Takes a shard's prune lock: `prune_lock.lua`.
+pub(super) static PRUNE_LOCK: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("prune_lock.lua")));
+/// Records the prefix's number of shards, or reads the one recorded: `shard_count.lua`.
+pub(super) static SHARD_COUNT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("shard_count.lua")));
 /// The connection handshake: `epoch.lua`.
 pub(super) static EPOCH: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("epoch.lua")));

@@ -1,3 +1,6 @@
+#!lua flags=allow-oom
+-- allow-oom: part of the handshake (see epoch.lua); it writes one fixed-size key.
+--
 -- Sets a shard's ticket floor after a new epoch began there (sharded caches; see
 -- epoch.lua), if the shard is still in that epoch.
 --

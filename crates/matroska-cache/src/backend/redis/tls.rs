@@ -32,15 +32,17 @@ impl Tls {
             Some(pem) => {
                 for cert in CertificateDer::pem_slice_iter(pem) {
                     let cert = cert.map_err(|_| {
-                        Error::InvalidConfig("the TLS root certificate is not valid PEM")
+                        Error::InvalidConfig("the TLS root certificate is not valid PEM".into())
                     })?;
                     roots.add(cert).map_err(|_| {
-                        Error::InvalidConfig("the TLS root certificate is not a valid certificate")
+                        Error::InvalidConfig(
+                            "the TLS root certificate is not a valid certificate".into(),
+                        )
                     })?;
                 }
                 if roots.is_empty() {
                     return Err(Error::InvalidConfig(
-                        "the TLS root certificate holds no certificate",
+                        "the TLS root certificate holds no certificate".into(),
                     ));
                 }
             }
@@ -55,7 +57,7 @@ impl Tls {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|_| Error::InvalidConfig("rustls supports no TLS version with ring"))?
+            .map_err(|_| Error::InvalidConfig("rustls supports no TLS version with ring".into()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
         Ok(Tls {
