@@ -17,9 +17,10 @@
 --
 -- A server that restarted (a crash, a failover, a reload of an older snapshot or AOF) has a
 -- new run id; a master that was demoted, resynced from a replica that missed writes, and
--- promoted again has its run id but a new replication id: either is a new identity. Its data may be older than invalidations that had already returned, so a new
--- epoch begins: its floor is above every generation the server holds, and readers ignore
--- entries below their connection's floor. An entry the restart brought back is therefore a
+-- promoted again has its run id but a new replication id: either is a new identity. Its
+-- data may be older than invalidations that had already returned, so a new epoch begins:
+-- its floor is above every generation the server holds, and readers ignore entries below
+-- their connection's floor. An entry the restart brought back is therefore a
 -- miss, never a stale hit. The shard's fence marks may be lost too, so tickets taken before
 -- the new epoch are refused: the ticket floor is set to a value of the ticket counter read
 -- after the epoch began (by this script where the counter lives, else by the caller, with

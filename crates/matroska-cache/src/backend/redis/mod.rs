@@ -160,11 +160,11 @@ impl RedisBackend {
     /// Stores an entry: `put.lua` in its shard, plain or with `fence` fenced. With several
     /// shards, the entry's shard is also registered in the directory of each dependency at
     /// its home: by `put.lua` itself for dependencies homed in the entry's shard; for the
-    /// others before it, by `directory_bits.lua` (plain) or by `register.lua` (fenced: a registration
-    /// that finds an invalidation refuses the put), so that an entry that exists is always
-    /// reachable from its directories. A plain put skips
-    /// the registrations this process already made under the shard's directory version
-    /// (see `registrations.rs` and `docs/cluster.md`).
+    /// others before it, by `directory_bits.lua` (plain) or by `register.lua` (fenced: a
+    /// registration that finds an invalidation refuses the put), so that an entry that
+    /// exists is always reachable from its directories. A plain put skips the registrations
+    /// this process already made under the shard's directory version (see
+    /// `registrations.rs` and `docs/cluster.md`).
     async fn store(
         &self,
         key: &str,
@@ -288,7 +288,8 @@ impl RedisBackend {
 
     /// Registers `shard` in the directories of `homes`' dependencies, at each home at once:
     /// with a ticket, `register.lua`, which refuses (`false`) when one of them was
-    /// invalidated after the ticket was taken or is being invalidated; without, `directory_bits.lua`.
+    /// invalidated after the ticket was taken or is being invalidated; without,
+    /// `directory_bits.lua`.
     async fn register(
         &self,
         shard: usize,
