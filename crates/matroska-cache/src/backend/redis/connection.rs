@@ -155,14 +155,19 @@ impl Session {
     }
 }
 
+/// The value of `name` (with its colon) in an `INFO` reply.
+fn info_field(info: &str, name: &str) -> Option<String> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(|v| v.trim().to_owned())
+}
+
 /// The role and the replication id in an `INFO replication` reply.
 fn replication(info: &str) -> (Option<String>, Option<String>) {
-    let field = |name: &str| {
-        info.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.trim().to_owned())
-    };
-    (field("role:"), field("master_replid:"))
+    (
+        info_field(info, "role:"),
+        info_field(info, "master_replid:"),
+    )
 }
 
 /// One server address: connects, reconnects, and hands out the current [`Session`].
@@ -286,11 +291,7 @@ impl Node {
         let (conn, info) = tokio::time::timeout(limit, attempt)
             .await
             .map_err(|_| Error::Timeout(limit))??;
-        let field = |name: &str| {
-            info.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(|v| v.trim().to_owned())
-        };
+        let field = |name: &str| info_field(&info, name);
         let version = field("redis_version:").unwrap_or_else(|| "unknown".into());
         // A server without a run id (a proxy, say) gets a new epoch on every connection: the
         // safe side, since a restart behind it cannot be told apart.

@@ -323,12 +323,9 @@ impl RedisBackend {
             };
             (home, request)
         });
-        if ticket.is_none() {
-            let _: Vec<(u8, u64)> = self.send_all(requests.collect()).await?;
-            return Ok(true);
-        }
+        // `directory_bits.lua` always answers 0; only `register.lua` refuses.
         let registered: Vec<(u8, u64)> = self.send_all(requests.collect()).await?;
-        Ok(registered.iter().all(|(ok, _)| *ok == 1))
+        Ok(ticket.is_none() || registered.iter().all(|(ok, _)| *ok == 1))
     }
 
     /// Reads `shard`'s directory version after `put.lua` refused the one this process knew
