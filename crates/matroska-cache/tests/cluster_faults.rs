@@ -128,6 +128,128 @@ async fn another_shard_count_on_the_prefix_is_refused() {
     assert_eq!(adopted.shards(), 64);
 }
 
+/// Item 3: an invalidation slowed past the "running" deadline (one master paused for writes,
+/// `CLIENT PAUSE .. WRITE`, again and again) still counts as running everywhere it started
+/// until it ends. Readers build pages from nested fragments while it runs: a page whose fragment
+/// was read before the invalidation dropped it must not be stored where it outlives the `Ok`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_invalidation_runs_until_it_ends() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let cluster = tokio::task::block_in_place(RedisCluster::start);
+    let prefix = support::unique_prefix();
+    // Running deadline: max(5 x 1 s, 1 s) = 5 s after the last sign of life.
+    let deadline = Duration::from_secs(5);
+    let cache = MatroskaCache::new(
+        RedisBackend::cluster_builder(cluster.urls(), &prefix)
+            .timeout(Duration::from_secs(1))
+            .batch_size(20)
+            .auto_prune(None)
+            .build()
+            .await
+            .unwrap(),
+    );
+    let d = dep::tag("d");
+    const FRAGMENTS: u64 = 3000;
+    for i in 0..FRAGMENTS {
+        cache
+            .put(&format!("fragment:{i}"), &1u64, [d.clone()], TTL)
+            .await
+            .unwrap();
+    }
+    // The database changes, then the invalidation runs; fragments computed now read 2.
+    let version = Arc::new(AtomicU64::new(2));
+    let stop = Arc::new(AtomicBool::new(false));
+    let paused = cluster.masters()[0].port;
+    let pauser = {
+        let mut conn = cluster.node(paused).connection();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                // A pause ends at the server's next cron tick after its timeout (every
+                // 100 ms): UNPAUSE ends it at once, so that each gap is short.
+                let _: () = redis::cmd("CLIENT")
+                    .arg("PAUSE")
+                    .arg(5000)
+                    .arg("WRITE")
+                    .query(&mut conn)
+                    .unwrap();
+                std::thread::sleep(Duration::from_millis(300));
+                let _: () = redis::cmd("CLIENT")
+                    .arg("UNPAUSE")
+                    .query(&mut conn)
+                    .unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let invalidation = {
+        let cache = cache.clone();
+        let d = d.clone();
+        tokio::spawn(async move {
+            let began = std::time::Instant::now();
+            let dropped = cache.invalidate([d]).await;
+            (dropped, began.elapsed())
+        })
+    };
+    let readers: Vec<_> = (0..8u64)
+        .map(|r| {
+            let (cache, version) = (cache.clone(), version.clone());
+            let (stop, d) = (stop.clone(), d.clone());
+            tokio::spawn(async move {
+                let mut pages = Vec::new();
+                let mut k = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    k += 1;
+                    let page = format!("page:{r}:{k}");
+                    let fragment = format!("fragment:{}", (k * 7919 + r * 31) % FRAGMENTS);
+                    let seen = cache
+                        .get_or_compute(&page, TTL, || async {
+                            // A Russian doll: the page depends on whatever the fragment does.
+                            let v: u64 = cache
+                                .get_or_compute(&fragment, TTL, || async {
+                                    Ok::<_, Error>((version.load(Ordering::SeqCst), [d.clone()]))
+                                })
+                                .await?;
+                            Ok::<_, Error>((v, []))
+                        })
+                        .await;
+                    if seen.is_ok() {
+                        pages.push(page);
+                    }
+                }
+                pages
+            })
+        })
+        .collect();
+    let (dropped, took) = invalidation.await.unwrap();
+    stop.store(true, Ordering::SeqCst);
+    pauser.join().unwrap();
+    let dropped = dropped.unwrap();
+    assert!(
+        took > deadline * 3 / 2,
+        "the invalidation took {took:?}: not slowed past its running deadline, the test shows nothing"
+    );
+    assert!(dropped >= FRAGMENTS, "{dropped}");
+    let mut stale = Vec::new();
+    let mut read = 0;
+    for reader in readers {
+        for page in reader.await.unwrap() {
+            read += 1;
+            if until_ok(|| cache.get::<u64>(&page)).await == Some(1) {
+                stale.push(page);
+            }
+        }
+    }
+    assert_eq!(
+        stale,
+        Vec::<String>::new(),
+        "pages built from a fragment the invalidation dropped, readable after its Ok ({took:?}, {read} pages)"
+    );
+    assert!(read > 100, "only {read} pages were read");
+}
+
 /// Item 6: on full `noeviction` masters, invalidation still works, and so does a shard whose
 /// master failed over to a full replica: the new epoch's handshake, its ticket floor and the
 /// directory repair only grow fixed-size bookkeeping keys.

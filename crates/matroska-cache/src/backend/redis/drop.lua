@@ -14,32 +14,35 @@
 -- ARGV[3]        how long (ms) the invalidation counts as running from now
 -- ARGV[4]        the final mark, taken from the cache's ticket counter after every shard
 --                dropped its dependents (sharded caches), or '' to take it from KEYS[1]
--- ARGV[5]        b, the number of the chunk's fence buckets
--- ARGV[6..5+b]   the chunk's fence buckets
--- ARGV[6+b..]    one triple per member: index position (1..n), cache key, generation as
+-- ARGV[5]        the invalidation's token (see fence.lua)
+-- ARGV[6]        b, the number of the chunk's fence buckets
+-- ARGV[7..6+b]   the chunk's fence buckets
+-- ARGV[7+b..]    one triple per member: index position (1..n), cache key, generation as
 --                the entry starts with it (20 digits)
 --
--- A sharded cache also ends the invalidation at a dependency's home shard with this script
--- (no members, n = 0).
+-- Without members (n = 0) it is a heartbeat, or a sharded cache's end of the invalidation
+-- at a shard (a dependency's home or a shard visited).
 --
 -- An entry is dropped only if it still holds the generation its index member names: an entry
 -- re-cached (put again) since the member was read is a newer value and stays. The member is
--- removed only if it still names that generation, for the same reason. Returns the number of
--- entries dropped, so an entry reached through several dependencies counts once.
+-- removed only if it still names that generation, for the same reason. Returns {dropped,
+-- lapsed}: the number of entries dropped (an entry reached through several dependencies
+-- counts once), and 1 if the invalidation had stopped counting as running here before this
+-- sign of life or end (its deadline passed: see invalidate.rs), else 0.
 --
 -- One read per member, then bulk deletes: an entry that still holds the generation was put
 -- by the put that wrote the member, and only a later put of the same key rewrites that
 -- member, so the member can go without a second read. Only members of entries that are gone
 -- or replaced are read back from their index (in one HMGET per index) before removal.
 local n = tonumber(ARGV[1])
-local b = tonumber(ARGV[5])
+local b = tonumber(ARGV[6])
 local doomed = {}
 local settled, unsure, unsure_gens = {}, {}, {}
 for i = 1, n do
     settled[i], unsure[i], unsure_gens[i] = {}, {}, {}
 end
 for m = 1, #KEYS - n - 2 do
-    local a = 6 + b + (m - 1) * 3
+    local a = 7 + b + (m - 1) * 3
     local position = tonumber(ARGV[a])
     local field, gen = ARGV[a + 1], ARGV[a + 2]
     local entry = KEYS[n + 2 + m]
@@ -96,14 +99,19 @@ local last = nil
 if finish then
     last = ARGV[4] ~= '' and tonumber(ARGV[4]) or redis.call('INCR', KEYS[1])
 end
-local buckets = distinct(6, b)
+local buckets = distinct(7, b)
 local states = fence_get(KEYS[2], buckets, now)
+local lapsed = 0
 for _, state in ipairs(states) do
+    local alive
     if finish then
-        state[1], state[2] = math.max(state[1], last), math.max(state[2] - 1, 0)
+        alive = fence_end(state, ARGV[5], last)
     else
-        state[3] = math.max(state[3], now + tonumber(ARGV[3]))
+        alive = fence_alive(state, ARGV[5], now + tonumber(ARGV[3]))
+    end
+    if not alive then
+        lapsed = 1
     end
 end
 fence_set(KEYS[2], buckets, states)
-return dropped
+return {dropped, lapsed}

@@ -15,15 +15,16 @@
 --              being pruned: see repair.rs)
 -- ARGV[1]      the mark (from the cache's ticket counter)
 -- ARGV[2]      how long (ms) the invalidation counts as running without a sign of life
--- ARGV[3..]    the fence bucket of each dependency, in the order of KEYS[3..2+n]
+-- ARGV[3]      the invalidation's token (see fence.lua)
+-- ARGV[4..]    the fence bucket of each dependency, in the order of KEYS[3..2+n]
 --
 -- Returns {incomplete, directories, tombstones, running}: incomplete is 1 when this shard's
 -- directories may have lost bits (a new epoch, until a repair: the caller then visits every
 -- shard); directories and tombstones hold one bitmap per dependency (an empty string when
 -- there is none: the shards to visit are the bits of either); running is 0
 -- when no shard may hold a dependent (complete directories, all empty): the mark is then
--- final and the invalidation is finished here, else 1 and it ends at this home with
--- drop.lua (no members).
+-- final and the invalidation is finished here, else 1: it runs here, kept alive and ended
+-- with drop.lua (no members).
 local mark = tonumber(ARGV[1])
 local now = now_ms()
 local incomplete = redis.call('EXISTS', KEYS[1])
@@ -36,13 +37,12 @@ for i = 1, n do
         running = 1
     end
 end
-local buckets = distinct(3, n)
+local buckets = distinct(4, n)
 local states = fence_get(KEYS[2], buckets, now)
 for _, state in ipairs(states) do
     state[1] = math.max(state[1], mark)
     if running == 1 then
-        state[2] = state[2] + 1
-        state[3] = math.max(state[3], now + tonumber(ARGV[2]))
+        fence_start(state, ARGV[3], now + tonumber(ARGV[2]))
     end
 end
 fence_set(KEYS[2], buckets, states)

@@ -14,7 +14,8 @@
 -- ARGV[2]      how long (ms) the invalidation counts as running without a sign of life
 -- ARGV[3]      the mark, taken from the cache's ticket counter (sharded caches), or '' to
 --              take it from KEYS[1] (one shard: the ticket counter is KEYS[1])
--- ARGV[4..]    the fence bucket of each dependency, in the order of KEYS[3..]
+-- ARGV[4]      the invalidation's token (see fence.lua)
+-- ARGV[5..]    the fence bucket of each dependency, in the order of KEYS[3..]
 --
 -- Returns {snapshot, sizes, lists, running}: snapshot is a generation of this shard above
 -- every member written before this script (members written after it belong to later puts
@@ -35,14 +36,13 @@ for i = 3, #KEYS do
     total = total + n
 end
 local running = total > 0 and 1 or 0
-local buckets = distinct(4, #KEYS - 2)
+local buckets = distinct(5, #KEYS - 2)
 local states = fence_get(KEYS[2], buckets, now)
 for _, state in ipairs(states) do
     -- The highest mark wins: marks of concurrent invalidations arrive in any order.
     state[1] = math.max(state[1], mark)
     if running == 1 then
-        state[2] = state[2] + 1
-        state[3] = math.max(state[3], now + tonumber(ARGV[2]))
+        fence_start(state, ARGV[4], now + tonumber(ARGV[2]))
     end
 end
 fence_set(KEYS[2], buckets, states)

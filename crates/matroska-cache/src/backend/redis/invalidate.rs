@@ -22,18 +22,28 @@
 //! dependency's home (`home.lua`: mark, and the directory of shards with dependents), runs
 //! the steps above in each of those shards without ending them, takes a final mark, and ends
 //! the invalidation everywhere it started with that mark.
+//!
+//! Wherever a chunk started, it counts as running (fenced puts of its dependencies are
+//! refused) until it ends there, by its own token (see `fence.lua`). A heartbeat pushes the
+//! deadline back at every place it runs, however long it takes; the deadline only ends a
+//! chunk whose process died. If a place stopped counting it before it ended there (the
+//! process or a server stalled past the deadline), a value computed meanwhile may have been
+//! stored: the chunk runs again, which drops it.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::future::try_join_all;
 use futures_util::{StreamExt, TryStreamExt};
+use tokio::sync::{Mutex, Notify};
 
-use super::router::Invocation;
+use super::keys::Layout;
+use super::router::{Invocation, Request};
 use super::scripts::{DROP, HOME, INVALIDATE, MARK};
 use super::{entry, parse_members, RedisBackend};
 use crate::dep::Dep;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ttl;
 
 /// Dependencies marked and measured by one `invalidate.lua`: small enough that the script
@@ -46,6 +56,10 @@ const SHARDS_PER_NODE: usize = 2;
 
 /// `HSCAN`s sent in one pipeline while walking large indexes.
 const SCANS_PER_ROUND_TRIP: usize = 16;
+
+/// Runs of one chunk, at most, when each stopped counting as running somewhere before it
+/// ended (see [`Run`]): then the call fails with [`Error::Timeout`].
+const RUNS: u32 = 3;
 
 /// A member to drop: the position of its index in the chunk, its cache key, and its
 /// generation as the entry starts with it (20 digits).
@@ -69,14 +83,94 @@ impl RedisBackend {
     pub(super) async fn invalidate_all(&self, deps: &[Dep]) -> Result<u64> {
         let mut dropped = 0;
         for chunk in deps.chunks(DEPS_PER_CHUNK) {
-            dropped += if self.router.layout().len() == 1 {
-                let chunk: Vec<&Dep> = chunk.iter().collect();
-                self.invalidate_in_shard(0, &chunk, Marks::Own).await?.0
-            } else {
-                self.invalidate_sharded(chunk).await?
-            };
+            dropped += self.invalidate_chunk(chunk).await?;
         }
         Ok(dropped)
+    }
+
+    /// One chunk, kept alive by a heartbeat while it runs, and run again if it stopped
+    /// counting as running somewhere before it ended (see the module documentation).
+    async fn invalidate_chunk(&self, deps: &[Dep]) -> Result<u64> {
+        let mut dropped = 0;
+        for attempt in 1..=RUNS {
+            let run = Run::new();
+            let stop = Notify::new();
+            let work = async {
+                let outcome = if self.router.layout().len() == 1 {
+                    let deps: Vec<&Dep> = deps.iter().collect();
+                    self.invalidate_in_shard(&run, 0, &deps, Marks::Own)
+                        .await
+                        .map(|(dropped, _)| dropped)
+                } else {
+                    self.invalidate_sharded(&run, deps).await
+                };
+                stop.notify_one();
+                outcome
+            };
+            let (outcome, ()) = tokio::join!(work, self.heartbeat(&run, &stop));
+            dropped += outcome?;
+            if !run.lapsed.load(Ordering::SeqCst) {
+                return Ok(dropped);
+            }
+            tracing::warn!(
+                attempt,
+                deps = deps.len(),
+                "an invalidation stopped counting as running before it ended (its process or \
+                 a Redis server stalled past the deadline): running it again, so that nothing \
+                 computed meanwhile survives"
+            );
+        }
+        Err(Error::Timeout(Duration::from_millis(
+            self.running_deadline(),
+        )))
+    }
+
+    /// Pushes back the deadline of `run` wherever it runs, every fifth of the deadline, until
+    /// `stop`. A failed round is not an error: the next one tries again, and a place whose
+    /// deadline passed meanwhile says so (`lapsed`).
+    async fn heartbeat(&self, run: &Run, stop: &Notify) {
+        let every = Duration::from_millis(self.running_deadline() / 5);
+        loop {
+            tokio::select! {
+                () = stop.notified() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            // Held for the whole round: an end never overtakes a sign of life on its way.
+            let places = run.places.lock().await;
+            let beats: Vec<(usize, Request)> = places
+                .iter()
+                .map(|(&(shard, token), buckets)| {
+                    (shard, self.fence_step(shard, token, buckets, None))
+                })
+                .collect();
+            match self.send_all::<(u64, u8)>(beats).await {
+                Ok(replies) => replies
+                    .iter()
+                    .for_each(|((_, lapsed), _)| run.note(*lapsed)),
+                Err(error) => {
+                    tracing::debug!(%error, "an invalidation's heartbeat failed; the next one tries again");
+                }
+            }
+        }
+    }
+
+    /// `drop.lua` without members at `shard`, for the invalidation `token` in `buckets`: a
+    /// sign of life, or with `end` its end there with that final mark.
+    fn fence_step(&self, shard: usize, token: u64, buckets: &[u64], end: Option<u64>) -> Request {
+        let keys = self.router.layout().shard(shard);
+        let mut invocation = Invocation::new(&DROP);
+        invocation
+            .key(keys.sequence())
+            .key(keys.fences())
+            .arg(0)
+            .arg(u8::from(end.is_some()))
+            .arg(self.running_deadline());
+        match end {
+            Some(mark) => invocation.arg(mark),
+            None => invocation.arg(""),
+        };
+        invocation.arg(token).arg(buckets.len()).arg(buckets);
+        invocation.into()
     }
 
     /// `WAIT`s until `replicas` replicas of every master acknowledged the writes sent to it
@@ -118,9 +212,9 @@ impl RedisBackend {
     }
 
     /// How long an invalidation counts as running after its last sign of life: fenced puts
-    /// of its dependencies are refused meanwhile. Each batch is a sign of life, and no two
-    /// batches are more than two round trips (each bounded by the timeout) apart, so five
-    /// timeouts leave a wide margin; a crashed invalidation stops blocking after that long.
+    /// of its dependencies are refused meanwhile. Its heartbeat comes every fifth of this
+    /// (a timeout, at least 200 ms), so four heartbeats in a row must fail before it
+    /// stops counting; a crashed invalidation stops blocking after that long.
     fn running_deadline(&self) -> u64 {
         ttl::redis_millis(self.timeout.saturating_mul(5).max(Duration::from_secs(1)))
     }
@@ -139,7 +233,7 @@ impl RedisBackend {
     }
 
     /// One chunk on a sharded cache: see the module documentation.
-    async fn invalidate_sharded(&self, deps: &[Dep]) -> Result<u64> {
+    async fn invalidate_sharded(&self, run: &Run, deps: &[Dep]) -> Result<u64> {
         let layout = self.router.layout();
         let mark = self.next_mark().await?;
         let mut homes: BTreeMap<usize, Vec<&Dep>> = BTreeMap::new();
@@ -160,16 +254,22 @@ impl RedisBackend {
                         for dep in deps {
                             invocation.key(keys.directory_tomb(dep));
                         }
-                        invocation.arg(mark).arg(self.running_deadline()).arg(
-                            deps.iter()
-                                .map(|d| layout.fence_bucket(d))
-                                .collect::<Vec<_>>(),
-                        );
+                        invocation
+                            .arg(mark)
+                            .arg(self.running_deadline())
+                            .arg(run.at_homes())
+                            .arg(buckets_of(layout, deps));
                         (home, invocation.into())
                     })
                     .collect(),
             )
             .await?;
+        for ((&home, deps), ((_, _, _, running), _)) in homes.iter().zip(&started) {
+            if *running == 1 {
+                run.started(home, run.at_homes(), buckets_of(layout, deps))
+                    .await;
+            }
+        }
         // The shards each dependency has dependents in, by the directories and their
         // tombstones (every shard, for a home whose directories may have lost bits).
         let mut shards: BTreeMap<usize, Vec<&Dep>> = BTreeMap::new();
@@ -187,19 +287,8 @@ impl RedisBackend {
                 }
             }
         }
-        let visited = self.visit_shards(&shards, mark).await?;
-        let dropped = visited.values().map(|(dropped, _)| dropped).sum();
-        let mut ends: Vec<(usize, &[&Dep])> = homes
-            .iter()
-            .zip(&started)
-            .filter(|(_, ((_, _, _, running), _))| *running == 1)
-            .map(|((&home, deps), _)| (home, deps.as_slice()))
-            .collect();
-        for (&shard, deps) in &shards {
-            if visited.get(&shard).is_some_and(|(_, running)| *running) {
-                ends.push((shard, deps.as_slice()));
-            }
-        }
+        let dropped = self.visit_shards(run, &shards, mark).await?;
+        let ends = run.ending().await;
         if ends.is_empty() {
             return Ok(dropped); // no dependents anywhere: finished at the homes
         }
@@ -207,24 +296,13 @@ impl RedisBackend {
         // taken meanwhile (those may have read a dependent not yet dropped).
         let last = self.next_mark().await?;
         let ends = ends
-            .into_iter()
-            .map(|(shard, deps)| {
-                let keys = layout.shard(shard);
-                let buckets: Vec<u64> = deps.iter().map(|d| layout.fence_bucket(d)).collect();
-                let mut invocation = Invocation::new(&DROP);
-                invocation
-                    .key(keys.sequence())
-                    .key(keys.fences())
-                    .arg(0)
-                    .arg(1)
-                    .arg(self.running_deadline())
-                    .arg(last)
-                    .arg(buckets.len())
-                    .arg(&buckets);
-                (shard, invocation.into())
+            .iter()
+            .map(|(&(shard, token), buckets)| {
+                (shard, self.fence_step(shard, token, buckets, Some(last)))
             })
             .collect();
-        let _: Vec<(u64, u64)> = self.send_all(ends).await?;
+        let ended: Vec<((u64, u8), u64)> = self.send_all(ends).await?;
+        ended.iter().for_each(|((_, lapsed), _)| run.note(*lapsed));
         Ok(dropped)
     }
 
@@ -232,12 +310,13 @@ impl RedisBackend {
     /// once but at most [`SHARDS_PER_NODE`] shards of one master at a time: a fan-out over
     /// many shards of one master would otherwise queue all of them at once on its
     /// connection, and the last ones would wait out their timeout behind the others.
-    /// Returns, by shard, how many entries were dropped and whether it still runs there.
+    /// Returns how many entries were dropped.
     async fn visit_shards(
         &self,
+        run: &Run,
         shards: &BTreeMap<usize, Vec<&Dep>>,
         mark: u64,
-    ) -> Result<BTreeMap<usize, (u64, bool)>> {
+    ) -> Result<u64> {
         let mut groups: Vec<Vec<usize>> = self
             .router
             .masters()
@@ -267,21 +346,22 @@ impl RedisBackend {
             futures_util::stream::iter(group)
                 .map(move |shard| async move {
                     let deps = &shards[&shard];
-                    let outcome = self
-                        .invalidate_in_shard(shard, deps, Marks::Given(mark))
+                    let (dropped, _) = self
+                        .invalidate_in_shard(run, shard, deps, Marks::Given(mark))
                         .await?;
-                    Ok::<_, crate::Error>((shard, outcome))
+                    Ok::<_, Error>(dropped)
                 })
                 .buffer_unordered(SHARDS_PER_NODE)
                 .try_collect::<Vec<_>>()
         });
-        Ok(try_join_all(visits).await?.into_iter().flatten().collect())
+        Ok(try_join_all(visits).await?.into_iter().flatten().sum())
     }
 
     /// The steps in one shard; returns how many entries were dropped and, for
     /// [`Marks::Given`], whether the invalidation still runs there (the caller ends it).
     async fn invalidate_in_shard(
         &self,
+        run: &Run,
         shard: usize,
         deps: &[&Dep],
         marks: Marks,
@@ -289,9 +369,10 @@ impl RedisBackend {
         let layout = self.router.layout();
         let keys = layout.shard(shard);
         let chunk = Chunk {
+            run,
             shard,
             indexes: deps.iter().map(|d| keys.index(d)).collect(),
-            buckets: deps.iter().map(|d| layout.fence_bucket(d)).collect(),
+            buckets: buckets_of(layout, deps),
             marks,
         };
         let ((snapshot, sizes, lists, running), _): (Started, u64) = self
@@ -306,13 +387,15 @@ impl RedisBackend {
                     Marks::Own => invocation.arg(""),
                     Marks::Given(mark) => invocation.arg(mark),
                 };
-                invocation.arg(&chunk.buckets);
+                invocation.arg(run.among_dependents()).arg(&chunk.buckets);
                 invocation.into()
             })
             .await?;
         if running == 0 {
             return Ok((0, false)); // no dependents: finished in that one round trip
         }
+        run.started(shard, run.among_dependents(), chunk.buckets.clone())
+            .await;
         let dropped = match lists {
             // Small: the snapshot came with the mark; one more round trip drops it all.
             Some(lists) => {
@@ -338,7 +421,7 @@ impl RedisBackend {
     /// they held before `snapshot`, one batch at a time; the last batch ends the
     /// invalidation.
     /// Scanning a hash while members leave it still returns every member that stays.
-    async fn drop_scanned(&self, chunk: &Chunk, sizes: &[u64], snapshot: u64) -> Result<u64> {
+    async fn drop_scanned(&self, chunk: &Chunk<'_>, sizes: &[u64], snapshot: u64) -> Result<u64> {
         let mut pending: VecDeque<(usize, u64)> = sizes
             .iter()
             .enumerate()
@@ -377,14 +460,18 @@ impl RedisBackend {
     /// Drops one batch of members atomically (`drop.lua`), naming only the indexes it
     /// touches; with `last` and [`Marks::Own`], ends the chunk's invalidation in the same
     /// step (with [`Marks::Given`] the caller ends it, and the batch is a sign of life).
-    async fn drop_batch(&self, chunk: &Chunk, batch: &[Member], last: bool) -> Result<u64> {
+    async fn drop_batch(&self, chunk: &Chunk<'_>, batch: &[Member], last: bool) -> Result<u64> {
         let keys = self.router.layout().shard(chunk.shard);
+        let run = chunk.run;
         let finish = last && matches!(chunk.marks, Marks::Own);
+        if finish {
+            run.ending_at(chunk.shard, run.among_dependents()).await;
+        }
         // Positions in the chunk -> positions among the touched indexes (1-based in Lua).
         let mut touched: Vec<usize> = batch.iter().map(|(position, _, _)| *position).collect();
         touched.sort_unstable();
         touched.dedup();
-        let (dropped, _) = self
+        let ((dropped, lapsed), _): ((u64, u8), u64) = self
             .send(chunk.shard, |_| {
                 let mut invocation = Invocation::new(&DROP);
                 invocation.key(keys.sequence()).key(keys.fences());
@@ -396,6 +483,7 @@ impl RedisBackend {
                     .arg(u8::from(finish))
                     .arg(self.running_deadline())
                     .arg("")
+                    .arg(run.among_dependents())
                     .arg(chunk.buckets.len())
                     .arg(&chunk.buckets);
                 for (position, key, generation) in batch {
@@ -408,7 +496,68 @@ impl RedisBackend {
                 invocation.into()
             })
             .await?;
+        run.note(lapsed);
         Ok(dropped)
+    }
+}
+
+/// The fence bucket of each of `deps`, in the same order.
+fn buckets_of(layout: &Layout, deps: &[&Dep]) -> Vec<u64> {
+    deps.iter().map(|dep| layout.fence_bucket(dep)).collect()
+}
+
+/// One run of a chunk's invalidation: its tokens, the places it counts as running at and has
+/// not ended, and whether one of them stopped counting it before it ended there.
+struct Run {
+    /// Even, random: the token at the dependencies' homes; `token + 1` among their
+    /// dependents (a shard may be both, and the two start and end apart there).
+    token: u64,
+    /// (shard, token) -> the fence buckets it runs in there: the heartbeat's list, and where
+    /// a sharded chunk ends. Locked for a whole heartbeat round.
+    places: Mutex<BTreeMap<(usize, u64), Vec<u64>>>,
+    /// A place had stopped counting the run as running before a sign of life or its end.
+    lapsed: AtomicBool,
+}
+
+impl Run {
+    fn new() -> Run {
+        Run {
+            token: rand::random::<u64>() & !1,
+            places: Mutex::new(BTreeMap::new()),
+            lapsed: AtomicBool::new(false),
+        }
+    }
+
+    /// The token at the dependencies' homes.
+    fn at_homes(&self) -> u64 {
+        self.token
+    }
+
+    /// The token in the shards holding their dependents.
+    fn among_dependents(&self) -> u64 {
+        self.token + 1
+    }
+
+    /// The run counts as running at `shard` under `token`, in `buckets`.
+    async fn started(&self, shard: usize, token: u64, buckets: Vec<u64>) {
+        self.places.lock().await.insert((shard, token), buckets);
+    }
+
+    /// The run is about to end at `shard` under `token`: no heartbeat goes there any more.
+    async fn ending_at(&self, shard: usize, token: u64) {
+        self.places.lock().await.remove(&(shard, token));
+    }
+
+    /// The run is about to end everywhere: the places, which no heartbeat visits any more.
+    async fn ending(&self) -> BTreeMap<(usize, u64), Vec<u64>> {
+        std::mem::take(&mut *self.places.lock().await)
+    }
+
+    /// What `drop.lua` replied about the run's state where it ran.
+    fn note(&self, lapsed: u8) {
+        if lapsed == 1 {
+            self.lapsed.store(true, Ordering::SeqCst);
+        }
     }
 }
 
@@ -430,8 +579,9 @@ type HomeStarted = (u8, Vec<Vec<u8>>, Vec<Vec<u8>>, u8);
 type Started = (u64, Vec<u64>, Option<Vec<Vec<Vec<u8>>>>, u8);
 
 /// The dependencies one `invalidate.lua` handles in one shard: their index keys and fence
-/// buckets, and where the marks come from.
-struct Chunk {
+/// buckets, where the marks come from, and the run it belongs to.
+struct Chunk<'a> {
+    run: &'a Run,
     shard: usize,
     indexes: Vec<String>,
     buckets: Vec<u64>,
@@ -440,7 +590,75 @@ struct Chunk {
 
 #[cfg(test)]
 mod tests {
-    use super::shards_in;
+    use std::time::Duration;
+
+    use matroska_test_support::RedisServer;
+
+    use super::*;
+    use crate::{dep, MatroskaCache};
+
+    /// The second way in of issue 19, item 3, step by step on one shard: X starts, stalls
+    /// past its deadline, Y starts on the same dependency, X ends. X learns that it had
+    /// stopped counting (so it runs again), and Y still counts as running: a fenced put
+    /// whose ticket is taken after X's end is refused. (With one shared counter, X's end set
+    /// it to zero while Y ran.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_end_never_ends_another_invalidation() {
+        let server = tokio::task::block_in_place(RedisServer::start);
+        let backend = RedisBackend::builder(&server.url(), "runs")
+            .timeout(Duration::from_millis(100)) // deadline: max(500 ms, 1 s) = 1 s
+            .auto_prune(None)
+            .build()
+            .await
+            .unwrap();
+        let cache = MatroskaCache::new(backend.clone());
+        let d = dep::tag("hot");
+        let ttl = Duration::from_secs(600);
+        cache.put("a", &1, [d.clone()], ttl).await.unwrap();
+        let (x, y) = (Run::new(), Run::new());
+        let start = |run: &Run| {
+            let keys = backend.router.layout().shard(0);
+            let mut invocation = Invocation::new(&INVALIDATE);
+            invocation
+                .key(keys.sequence())
+                .key(keys.fences())
+                .key(keys.index(&d))
+                .arg(backend.batch_size)
+                .arg(backend.running_deadline())
+                .arg("")
+                .arg(run.among_dependents())
+                .arg(backend.router.layout().fence_bucket(&d));
+            Request::from(invocation)
+        };
+        let buckets = [backend.router.layout().fence_bucket(&d)];
+        let (started, _): (Started, u64) = backend.send(0, |_| start(&x)).await.unwrap();
+        assert_eq!(started.3, 1, "X runs");
+        tokio::time::sleep(Duration::from_millis(backend.running_deadline() + 100)).await;
+        let (started, _): (Started, u64) = backend.send(0, |_| start(&y)).await.unwrap();
+        assert_eq!(started.3, 1, "Y runs");
+        let last = backend.next_mark().await.unwrap();
+        let ((_, lapsed), _): ((u64, u8), u64) = backend
+            .send(0, |_| {
+                backend.fence_step(0, x.among_dependents(), &buckets, Some(last))
+            })
+            .await
+            .unwrap();
+        assert_eq!(lapsed, 1, "X stopped counting before it ended");
+        // A computation that begins now may read `a`, which Y has not dropped yet.
+        let ticket = cache.ticket().await.unwrap();
+        assert!(!cache
+            .put_fenced("b", &2, [d.clone()], ttl, &ticket)
+            .await
+            .unwrap());
+        // Y's heartbeat keeps it running, and says it still does.
+        let ((_, lapsed), _): ((u64, u8), u64) = backend
+            .send(0, |_| {
+                backend.fence_step(0, y.among_dependents(), &buckets, None)
+            })
+            .await
+            .unwrap();
+        assert_eq!(lapsed, 0);
+    }
 
     #[test]
     fn directory_bits_are_read_in_setbit_order() {

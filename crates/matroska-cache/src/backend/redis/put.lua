@@ -63,7 +63,7 @@ if ARGV[8] ~= '' then
     if #ARGV >= 12 then
         local ticket = tonumber(ARGV[8])
         for _, state in ipairs(fence_get(KEYS[4], distinct(12, #ARGV - 11), now)) do
-            if state[1] > ticket or state[2] > 0 then
+            if state[1] > ticket or fence_running(state) then
                 return 0
             end
         end

@@ -22,7 +22,7 @@ if not ticket_floor or ticket < ticket_floor then
     return 0
 end
 for _, state in ipairs(fence_get(KEYS[2], distinct(3, #KEYS - 2), now_ms())) do
-    if state[1] > ticket or state[2] > 0 then
+    if state[1] > ticket or fence_running(state) then
         return 0
     end
 end
