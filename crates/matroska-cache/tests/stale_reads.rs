@@ -34,6 +34,7 @@ impl Tally {
     fn done(&self) -> bool {
         self.reads.load(Ordering::Relaxed) >= READS
             && self.invalidations.load(Ordering::Relaxed) >= INVALIDATIONS
+            && !self.faults_pending.load(Ordering::SeqCst)
     }
 }
 
@@ -48,6 +49,8 @@ struct Tally {
     replication_errors: AtomicU64,
     /// Invalidations completed by the writer with `require_replicas`.
     replicated_invalidations: AtomicU64,
+    /// Set while faults are still to come: the run goes on until they happened.
+    faults_pending: AtomicBool,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -224,13 +227,42 @@ struct ClusterFaults {
     failover: Option<Duration>,
     /// From `kill -9` until an invalidation succeeded again after the cluster was stable.
     recovery: Option<Duration>,
+    /// From `SIGSTOP` of the master of slot 0 (shard 0's ticket counter is in the lowest
+    /// slots: every invalidation and read-through miss needs it) until its replica served
+    /// its slots.
+    hung_master: Option<Duration>,
+    /// From that `SIGSTOP` until an invalidation succeeded, the master still paused.
+    hung_recovery: Option<Duration>,
+    /// From the paused master's resume (it rejoined as a replica and resynced) until it was
+    /// master again (`CLUSTER FAILOVER` on it: a failback).
+    failback: Option<Duration>,
+    /// From that resume until an invalidation succeeded after the failback.
+    failback_recovery: Option<Duration>,
+}
+
+/// Waits until the writers complete another invalidation; how long that took, or `None` if
+/// none did within `limit`.
+async fn next_invalidation(
+    tally: &Tally,
+    since: std::time::Instant,
+    limit: Duration,
+) -> Option<Duration> {
+    let before = tally.invalidations.load(Ordering::SeqCst);
+    while tally.invalidations.load(Ordering::SeqCst) <= before {
+        if since.elapsed() > limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Some(since.elapsed())
 }
 
 /// Client connections killed every second; a replica paused (`SIGSTOP`) for 2 s while an
 /// extra writer invalidates with `require_replicas` (`replicated` is set when that writer must
 /// stop: before the failover leaves a master without a replica); 300 slots moved between
-/// masters; then a master killed (`kill -9`) and failed over; all while the readers and
-/// writers run.
+/// masters; then a master killed (`kill -9`) and failed over; then the master of shard 0
+/// paused (`SIGSTOP`: no reset) until its replica took over, resumed as a replica, and made
+/// master again (a failback); all while the readers and writers run.
 async fn cluster_chaos(
     mut cluster: RedisCluster,
     done: Arc<AtomicBool>,
@@ -282,6 +314,28 @@ async fn cluster_chaos(
             }
             faults.recovery = Some(killed.elapsed());
         }
+        if faults.hung_master.is_none() && faults.recovery.is_some() && reads > READS * 5 / 8 {
+            let victim = cluster
+                .masters()
+                .into_iter()
+                .find(|m| m.slots.iter().any(|&(first, _)| first == 0))
+                .expect("a master of slot 0")
+                .port;
+            let paused = std::time::Instant::now();
+            faults.hung_master = Some(tokio::task::block_in_place(|| {
+                cluster.pause_until_failed_over(victim, Duration::from_secs(60))
+            }));
+            // The caches route around the hung master, which never answers.
+            faults.hung_recovery = next_invalidation(&tally, paused, Duration::from_secs(60)).await;
+            cluster.resume(victim);
+            let resumed = std::time::Instant::now();
+            faults.failback = Some(tokio::task::block_in_place(|| {
+                cluster.fail_back(victim, Duration::from_secs(60))
+            }));
+            faults.failback_recovery =
+                next_invalidation(&tally, resumed, Duration::from_secs(60)).await;
+            tally.faults_pending.store(false, Ordering::SeqCst);
+        }
     }
     (cluster, faults)
 }
@@ -297,6 +351,10 @@ async fn run_with(
         completed: (0..ITEMS).map(|_| AtomicU64::new(0)).collect(),
     });
     let tally = Arc::new(Tally::default());
+    // A cluster run goes on until every fault happened.
+    tally
+        .faults_pending
+        .store(cluster.is_some(), Ordering::SeqCst);
     let mut tasks = vec![];
     for r in 0..READERS {
         let cache = caches[r as usize % caches.len()].clone();
@@ -392,6 +450,10 @@ async fn run_with(
             assert!(
                 faults.failover.is_some(),
                 "the run ended before the failover: {faults:?}"
+            );
+            assert!(
+                faults.hung_recovery.is_some() && faults.failback_recovery.is_some(),
+                "no invalidation succeeded while a master hung, or after the failback: {faults:?}"
             );
             // The paused replica surfaced as typed errors, which the writer retried.
             assert!(
@@ -510,8 +572,9 @@ async fn no_stale_reads_through_redis_restarts_and_killed_connections() {
 }
 
 /// The history check on a cluster while its client connections are killed, a replica is
-/// paused under a writer with `require_replicas`, slots move between masters, and a master is
-/// killed and failed over.
+/// paused under a writer with `require_replicas`, slots move between masters, a master is
+/// killed and failed over, and another is paused (`SIGSTOP`) until it is failed over, then
+/// resumed and failed back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_stale_reads_through_cluster_failover_resharding_and_killed_connections() {
     let cluster = tokio::task::block_in_place(RedisCluster::start);

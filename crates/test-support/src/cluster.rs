@@ -2,7 +2,9 @@
 //! short node timeout, and the faults the cluster tests inject (a master killed, a node
 //! paused, slots resharded, client connections killed).
 
+use std::collections::BTreeSet;
 use std::process::Command;
+use std::sync::{Mutex, PoisonError};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -15,6 +17,8 @@ pub const NODE_TIMEOUT: Duration = Duration::from_millis(1500);
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
+    /// The ports of the nodes paused now ([`pause`](Self::pause)): nothing asks them.
+    paused: Mutex<BTreeSet<u16>>,
 }
 
 /// One node as `CLUSTER NODES` describes it.
@@ -82,7 +86,10 @@ impl RedisCluster {
             "redis-cli --cluster create failed: {}",
             String::from_utf8_lossy(&output.stdout)
         );
-        let cluster = RedisCluster { nodes };
+        let cluster = RedisCluster {
+            nodes,
+            paused: Mutex::default(),
+        };
         cluster.wait_until_stable(Duration::from_secs(60));
         cluster
     }
@@ -107,12 +114,21 @@ impl RedisCluster {
             .expect("a node of this cluster")
     }
 
+    /// The nodes that run and are not paused.
+    fn answering(&self) -> impl Iterator<Item = &RedisServer> {
+        let paused = self
+            .paused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        self.nodes
+            .iter()
+            .filter(move |n| n.is_running() && !paused.contains(&n.port()))
+    }
+
     /// The cluster's view of its nodes, as a live node reports it.
     pub fn topology(&self) -> Vec<NodeInfo> {
-        for node in &self.nodes {
-            if !node.is_running() {
-                continue;
-            }
+        for node in self.answering() {
             let Ok(mut conn) = connect(node) else {
                 continue;
             };
@@ -154,39 +170,125 @@ impl RedisCluster {
     /// Kills the master on `port` (`kill -9`) and waits until a replica serves its slots and
     /// every live node agrees; returns how long that took.
     pub fn fail_over(&mut self, port: u16, limit: Duration) -> Duration {
-        let slots = self
-            .topology()
-            .into_iter()
-            .find(|n| n.port == port)
-            .map(|n| n.slots)
-            .expect("a node of this cluster");
+        let slots = self.slots_of(port);
         let killed = Instant::now();
         self.kill(port);
-        loop {
-            let taken_over = self
-                .masters()
-                .iter()
-                .any(|m| m.port != port && m.slots == slots);
-            if taken_over && self.is_stable() {
-                return killed.elapsed();
-            }
-            assert!(
-                killed.elapsed() < limit,
-                "no replica took over within {limit:?}: {:#?}",
-                self.topology()
-            );
-            sleep(Duration::from_millis(50));
-        }
+        self.wait_for_master_of(&slots, |m| m != port, killed, limit);
+        killed.elapsed()
     }
 
     /// Pauses a node (`SIGSTOP`): it holds its connections but answers nothing.
     pub fn pause(&self, port: u16) {
         signal(self.node(port), "-STOP");
+        self.paused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(port);
     }
 
     /// Resumes a node paused with [`pause`](Self::pause).
     pub fn resume(&self, port: u16) {
         signal(self.node(port), "-CONT");
+        self.paused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&port);
+    }
+
+    /// Pauses the master on `port` (`SIGSTOP`: no connection is reset, nothing answers) and
+    /// waits, with it still paused, until a replica serves its slots and every other node
+    /// agrees; returns how long that took. [`resume`](Self::resume) it later: it rejoins as a
+    /// replica of the promoted node.
+    pub fn pause_until_failed_over(&self, port: u16, limit: Duration) -> Duration {
+        let slots = self.slots_of(port);
+        let paused = Instant::now();
+        self.pause(port);
+        self.wait_for_master_of(&slots, |m| m != port, paused, limit);
+        paused.elapsed()
+    }
+
+    /// Makes the replica on `port`, once it has synced with its master, take over from it
+    /// (`CLUSTER FAILOVER`, as an operator restoring the topology after a failover would),
+    /// and waits until it serves its master's slots and every node agrees; returns how long
+    /// that took.
+    pub fn fail_back(&self, port: u16, limit: Duration) -> Duration {
+        let began = Instant::now();
+        loop {
+            let synced = connect(self.node(port))
+                .and_then(|mut conn| {
+                    redis::cmd("INFO")
+                        .arg("replication")
+                        .query::<String>(&mut conn)
+                })
+                .is_ok_and(|info| {
+                    info.contains("role:slave") && info.contains("master_link_status:up")
+                });
+            if synced && self.is_stable() {
+                break;
+            }
+            assert!(
+                began.elapsed() < limit,
+                "the replica on {port} did not sync within {limit:?}"
+            );
+            sleep(Duration::from_millis(100));
+        }
+        let master = self.master_of(port).expect("the replica's master");
+        let _: () = connect(self.node(port))
+            .and_then(|mut conn| redis::cmd("CLUSTER").arg("FAILOVER").query(&mut conn))
+            .expect("CLUSTER FAILOVER");
+        self.wait_for_master_of(&master.slots, |m| m == port, began, limit);
+        began.elapsed()
+    }
+
+    /// The master of the replica on `port`, by its own view.
+    fn master_of(&self, port: u16) -> Option<NodeInfo> {
+        let text = connect(self.node(port))
+            .and_then(|mut conn| {
+                redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query::<String>(&mut conn)
+            })
+            .ok()?;
+        let master_id = text.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.len() > 3 && fields[2].contains("myself")).then(|| fields[3].to_owned())
+        })?;
+        self.topology().into_iter().find(|n| n.id == master_id)
+    }
+
+    /// The slot ranges the master on `port` serves.
+    fn slots_of(&self, port: u16) -> Vec<(u16, u16)> {
+        self.topology()
+            .into_iter()
+            .find(|n| n.port == port)
+            .map(|n| n.slots)
+            .expect("a node of this cluster")
+    }
+
+    /// Waits until a master whose port passes `wanted` serves `slots` and every answering
+    /// node agrees.
+    fn wait_for_master_of(
+        &self,
+        slots: &[(u16, u16)],
+        wanted: impl Fn(u16) -> bool,
+        since: Instant,
+        limit: Duration,
+    ) {
+        loop {
+            let taken_over = self
+                .masters()
+                .iter()
+                .any(|m| wanted(m.port) && m.slots == slots);
+            if taken_over && self.is_stable() {
+                return;
+            }
+            assert!(
+                since.elapsed() < limit,
+                "no master took over within {limit:?}: {:#?}",
+                self.topology()
+            );
+            sleep(Duration::from_millis(50));
+        }
     }
 
     /// Waits until a replica has taken over every slot range and all live nodes agree.
@@ -207,7 +309,7 @@ impl RedisCluster {
 
     fn is_stable(&self) -> bool {
         let mut views = Vec::new();
-        for node in self.nodes.iter().filter(|n| n.is_running()) {
+        for node in self.answering() {
             let Ok(mut conn) = connect(node) else {
                 return false;
             };
@@ -301,7 +403,7 @@ impl RedisCluster {
     /// returns how many were killed.
     pub fn kill_clients(&self) -> u64 {
         let mut killed = 0;
-        for node in self.nodes.iter().filter(|n| n.is_running()) {
+        for node in self.answering() {
             if let Ok(mut conn) = connect(node) {
                 // Our own connection is killed last (SKIPME yes is the default).
                 killed += redis::cmd("CLIENT")
@@ -317,9 +419,14 @@ impl RedisCluster {
 }
 
 /// A blocking connection to `node`, failing fast if it does not answer.
+/// A connection to `node` whose requests fail after 2 s rather than wait for a node that
+/// hangs.
 fn connect(node: &RedisServer) -> redis::RedisResult<redis::Connection> {
-    redis::Client::open(node.url())
-        .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(500)))
+    let conn = redis::Client::open(node.url())
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(500)))?;
+    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+    conn.set_write_timeout(Some(Duration::from_secs(2)))?;
+    Ok(conn)
 }
 
 fn signal(node: &RedisServer, signal: &str) {

@@ -7,6 +7,7 @@ use futures_util::future::try_join_all;
 use redis::IntoConnectionInfo;
 use tracing::debug;
 
+use super::connection;
 use super::keys::Layout;
 use super::router::{Router, RouterSettings};
 use super::{RedisBackend, DEFAULT_AUTO_PRUNE, DEFAULT_BATCH_SIZE, DEFAULT_TIMEOUT};
@@ -225,6 +226,7 @@ impl RedisBackendBuilder {
             .map(|url| {
                 url.as_str()
                     .into_connection_info()
+                    .map(|info| info.set_tcp_settings(connection::tcp_settings()))
                     .map_err(|e| Error::InvalidUrl(e.into()))
             })
             .collect::<Result<Vec<_>>>()?;

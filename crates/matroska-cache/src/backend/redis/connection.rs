@@ -26,6 +26,7 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
+use redis::io::tcp::{socket2, TcpSettings};
 use redis::AsyncConnectionConfig;
 use tracing::debug;
 
@@ -42,7 +43,63 @@ pub(crate) const IDLE_CHECK: Duration = Duration::from_millis(200);
 static START: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 fn now_ms() -> u64 {
-    u64::try_from(START.elapsed().as_millis()).unwrap_or(u64::MAX)
+    ms_since_start(Instant::now())
+}
+
+fn ms_since_start(instant: Instant) -> u64 {
+    u64::try_from(instant.saturating_duration_since(*START).as_millis()).unwrap_or(u64::MAX)
+}
+
+/// TCP keepalive on every connection: idle this long before the first probe, then a probe
+/// every [`KEEPALIVE_INTERVAL`], [`KEEPALIVE_PROBES`] in all.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "freebsd"
+))]
+const KEEPALIVE_PROBES: u32 = 3;
+/// How long sent data may go unacknowledged before the kernel breaks the connection
+/// (`TCP_USER_TIMEOUT`, Linux).
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+const USER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The TCP settings of every connection: a server that vanished without a reset (a
+/// partition that drops packets, a dead host) breaks the connection within about 30 s,
+/// rather than after the kernel's 15 minutes of retransmissions, and the session is retired.
+/// (A hung server process, `SIGSTOP`, still has its kernel acknowledge: the request timeout
+/// and the router deal with that; see `RedisBackend::send`.)
+pub(crate) fn tcp_settings() -> TcpSettings {
+    let settings = TcpSettings::default().set_keepalive(keepalive());
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+    let settings = settings.set_user_timeout(USER_TIMEOUT);
+    settings
+}
+
+fn keepalive() -> socket2::TcpKeepalive {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL);
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "freebsd"
+    ))]
+    let keepalive = keepalive.with_retries(KEEPALIVE_PROBES);
+    keepalive
+}
+
+/// [`tcp_settings`] on a socket opened by hand (TLS connections).
+#[cfg(feature = "tls")]
+pub(crate) fn tune(tcp: &tokio::net::TcpStream) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(tcp);
+    socket.set_tcp_keepalive(&keepalive())?;
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+    socket.set_tcp_user_timeout(Some(USER_TIMEOUT))?;
+    Ok(())
 }
 
 /// A connection to one server process.
@@ -57,6 +114,8 @@ pub(crate) struct Session {
     replication_id: String,
     /// When a reply last came on this connection ([`now_ms`]).
     last_used: AtomicU64,
+    /// When anything last came on this connection, an error reply too ([`now_ms`]).
+    last_heard: AtomicU64,
     /// Held while an idle session checks its server's identity.
     checking: tokio::sync::Mutex<()>,
     /// The epoch floor of each shard handshaken on this connection ([`UNKNOWN`] for the
@@ -110,6 +169,18 @@ impl Session {
     /// Notes that a reply came: the server was the same a moment ago.
     pub(crate) fn touch(&self) {
         self.last_used.fetch_max(now_ms(), Ordering::Relaxed);
+        self.heard();
+    }
+
+    /// Notes that an error reply came (`MOVED`, `NOSCRIPT`, ...): the connection works, but
+    /// says nothing of the server's data (a demoted master answers `MOVED`).
+    pub(crate) fn heard(&self) {
+        self.last_heard.fetch_max(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Whether nothing came on this connection since `since`.
+    pub(crate) fn silent_since(&self, since: Instant) -> bool {
+        self.last_heard.load(Ordering::Relaxed) < ms_since_start(since)
     }
 
     fn idle(&self) -> bool {
@@ -306,6 +377,7 @@ impl Node {
             identity,
             replication_id,
             last_used: AtomicU64::new(now_ms()),
+            last_heard: AtomicU64::new(now_ms()),
             checking: tokio::sync::Mutex::new(()),
             floors: (0..self.shards).map(|_| AtomicU64::new(UNKNOWN)).collect(),
             broken: AtomicBool::new(false),

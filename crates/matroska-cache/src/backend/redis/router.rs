@@ -19,6 +19,11 @@
 //!   handshakes again and the request is sent once more.
 //! - A broken connection fails the request (it may have run: the caller decides), retires
 //!   the connection, and on a cluster makes the router read the slot map again.
+//! - A timeout fails the request too. A hung server (`SIGSTOP`, a VM pause, a partition that
+//!   drops packets) sends no reset and no `MOVED`: so a connection that received nothing at
+//!   all while the request waited is retired, and on a cluster the slot map is read again in
+//!   the background (from every known node at once), so that requests go to the replica
+//!   promoted meanwhile.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
@@ -268,6 +273,19 @@ impl Router {
         self.node(&owner, || self.info_for(host, port))
     }
 
+    /// The node that serves `shard` by the slot map, if it is known, without I/O.
+    fn known_node_of(&self, shard: usize) -> Option<Arc<Node>> {
+        if !self.cluster {
+            return self.standalone.get().cloned();
+        }
+        let owner = self.owner(usize::from(self.layout.slot_of(shard)))?;
+        self.nodes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&*owner)
+            .cloned()
+    }
+
     fn owner(&self, slot: usize) -> Option<Arc<str>> {
         self.slots
             .read()
@@ -388,8 +406,8 @@ impl Router {
         Ok(())
     }
 
-    /// `CLUSTER SLOTS` from the first node that answers: the known masters first, then the
-    /// seeds.
+    /// `CLUSTER SLOTS` from the first node that answers, asking the known masters and the
+    /// seeds at once (one of them may hang: a paused master never answers).
     async fn read_slot_map(&self) -> Result<Vec<Arc<str>>> {
         let mut candidates: Vec<(String, ConnectionInfo)> = self
             .slots
@@ -406,12 +424,17 @@ impl Router {
             })
             .collect();
         for seed in &self.seeds {
-            candidates.push((addr_of(seed), seed.clone()));
+            let name = addr_of(seed);
+            if !candidates.iter().any(|(known, _)| *known == name) {
+                candidates.push((name, seed.clone()));
+            }
         }
-        let mut last_error = None;
-        for (name, info) in candidates {
-            let node = self.node(&name, || info)?;
-            let attempt = async {
+        if candidates.is_empty() {
+            return Err(Error::InvalidConfig("no cluster node given".into()));
+        }
+        let attempts = candidates.into_iter().map(|(name, info)| {
+            Box::pin(async move {
+                let node = self.node(&name, || info)?;
                 let session = node.session().await?;
                 let mut conn = session.conn.clone();
                 let reply: redis::Value = tokio::time::timeout(
@@ -422,18 +445,15 @@ impl Router {
                 .map_err(|_| Error::Timeout(self.connect_timeout))?
                 .inspect_err(|e| session.check(e))?;
                 parse_slots(&reply, &name)
-            };
-            match attempt.await {
-                Ok(map) => return Ok(map),
-                Err(error) => {
-                    debug!(node = %name, %error, "cannot read the slot map here");
-                    last_error = Some(error);
-                }
+            })
+        });
+        match futures_util::future::select_ok(attempts).await {
+            Ok((map, _)) => Ok(map),
+            Err(error) => {
+                warn!(%error, "no node of the cluster answered CLUSTER SLOTS");
+                Err(error)
             }
         }
-        let error = last_error.unwrap_or(Error::InvalidConfig("no cluster node given".into()));
-        warn!(%error, "no node of the cluster answered CLUSTER SLOTS");
-        Err(error)
     }
 
     /// Sends one request about `key`, a key of the prefix as a whole rather than of a shard
@@ -594,18 +614,25 @@ impl RedisBackend {
                 let request = build(route.floor);
                 let mut conn = route.session.conn.clone();
                 let reply = request.query::<T>(&mut conn).await;
-                if let Err(error) = &reply {
-                    route.session.check(error);
+                match &reply {
+                    Ok(_) => route.session.touch(),
+                    Err(error) if error.code().is_some() => route.session.heard(),
+                    Err(error) => route.session.check(error),
                 }
                 Ok::<_, Error>((reply?, route))
             };
             let error = match tokio::time::timeout(remaining, attempt).await {
-                Ok(Ok((reply, route))) => {
-                    route.session.touch();
-                    return Ok((reply, route.floor));
+                Ok(Ok((reply, route))) => return Ok((reply, route.floor)),
+                Ok(Err(error @ Error::Timeout(_))) => {
+                    // A handshake or an idle check that timed out.
+                    self.timed_out(shard, started);
+                    return Err(error);
                 }
                 Ok(Err(error)) => error,
-                Err(_) => return Err(Error::Timeout(self.timeout)),
+                Err(_) => {
+                    self.timed_out(shard, started);
+                    return Err(Error::Timeout(self.timeout));
+                }
             };
             let code = match &error {
                 Error::Redis(server) => server.code().map(str::to_owned),
@@ -651,6 +678,32 @@ impl RedisBackend {
             if started.elapsed() >= self.timeout {
                 return Err(error);
             }
+        }
+    }
+
+    /// A request for `shard` sent at `since` got no reply in time: see the [module
+    /// documentation](self).
+    fn timed_out(&self, shard: usize, since: Instant) {
+        if let Some(session) = self
+            .router
+            .known_node_of(shard)
+            .and_then(|node| node.live())
+        {
+            if session.silent_since(since) {
+                warn!(
+                    shard,
+                    "no reply on a connection for a whole timeout: reconnecting"
+                );
+                session.retire();
+            }
+        }
+        if self.router.is_cluster() {
+            let router = Arc::clone(&self.router);
+            tokio::spawn(async move {
+                if let Err(error) = router.refresh().await {
+                    debug!(%error, "cannot read the slot map after a timeout");
+                }
+            });
         }
     }
 

@@ -78,6 +78,7 @@ impl Tls {
             RedisError::from((ErrorKind::InvalidClientConfig, "invalid TLS server name"))
         })?;
         let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+        super::connection::tune(&tcp)?;
         let stream = self.connector.connect(name, tcp).await?;
         let (conn, driver) = MultiplexedConnection::new_with_config(redis, stream, config).await?;
         tokio::spawn(driver);
