@@ -205,3 +205,82 @@ async fn a_failback_to_a_master_that_resynced_never_undoes_an_invalidation() {
     let new = MatroskaCache::new(build().await.unwrap());
     assert_eq!(new.get::<i32>("k").await.unwrap(), None, "a new process");
 }
+
+/// Issue 19, item 7: an invalidation that waits for a replica (`require_replicas`) while the
+/// replica hangs (`SIGSTOP`) must not hold up the process's other commands to that master.
+/// The `WAIT` blocks the connection it is sent on: the invalidation sends it on a connection
+/// of its own. Checked as an order of events, not a duration: reads and writes complete while
+/// the `WAIT` is still blocked on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_a_replica_never_holds_up_reads() {
+    let master = RedisServer::start();
+    let replica = RedisServer::start();
+    let (mut on_master, mut on_replica) = (master.connection(), replica.connection());
+    replicate(&mut on_replica, Some(master.port()));
+    eventually(&mut on_replica, "the replica's first sync", synced);
+    let backend = matroska_cache::RedisBackend::builder(&master.url(), "waits")
+        .timeout(Duration::from_secs(1))
+        .require_replicas(1, Duration::from_millis(900))
+        .auto_prune(None)
+        .build()
+        .await
+        .unwrap();
+    let cache = MatroskaCache::new(backend);
+    cache.put("k", &1, [dep::tag("x")], MINUTE).await.unwrap();
+    cache
+        .put("other", &2, [dep::tag("y")], MINUTE)
+        .await
+        .unwrap();
+    let pid = replica.pid().unwrap().to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .arg(name)
+            .arg(&pid)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let blocked_waits = |conn: &mut redis::Connection| {
+        redis::cmd("CLIENT")
+            .arg("LIST")
+            .query::<String>(conn)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("cmd=wait") && l.contains("flags=b"))
+            .count()
+    };
+    let mut overlapped = 0;
+    for round in 0..5 {
+        let invalidation = {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.invalidate([dep::tag("x")]).await })
+        };
+        eventually(&mut on_master, "a blocked WAIT", |c| blocked_waits(c) == 1);
+        // The WAIT is blocked on the master: the same process reads and writes meanwhile.
+        assert_eq!(cache.get::<i32>("other").await.unwrap(), Some(2), "{round}");
+        cache
+            .put("p", &round, [dep::tag("z")], MINUTE)
+            .await
+            .unwrap();
+        if blocked_waits(&mut on_master) == 1 {
+            overlapped += 1;
+        }
+        let outcome = invalidation.await.unwrap();
+        assert!(
+            matches!(
+                outcome,
+                Err(matroska_cache::Error::Replication {
+                    wanted: 1,
+                    acknowledged: 0
+                })
+            ),
+            "{outcome:?}"
+        );
+    }
+    signal("-CONT");
+    // Rounds in which the read and the write came back before the WAIT did.
+    assert!(overlapped > 0, "no read completed while a WAIT was blocked");
+    eventually(&mut on_replica, "the replica's catching up", synced);
+    cache.invalidate([dep::tag("x")]).await.unwrap();
+}

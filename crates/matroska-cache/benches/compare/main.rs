@@ -6,7 +6,8 @@
 //! cargo bench -p matroska-cache --bench compare                              # everything, about 5 minutes
 //! cargo bench -p matroska-cache --bench compare -- --max-dependents 100000   # fan-out up to 100k only
 //! cargo bench -p matroska-cache --bench compare -- --only many-deps          # one section: ops,
-//!                                                  # shards, memory, fanout, many-deps or cluster
+//!                                                  # shards, memory, fanout, many-deps,
+//!                                                  # cluster or replica-wait
 //! ```
 //!
 //! Prints Markdown tables (single operations, fan-out invalidation, memory per entry) and
@@ -18,6 +19,7 @@ mod many_deps;
 mod memory_use;
 mod ops;
 mod plot;
+mod replica_wait;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -118,6 +120,11 @@ async fn run() {
 
     if runs("cluster") {
         cluster_section().await;
+    }
+
+    if runs("replica-wait") {
+        println!("\n## Reads while invalidations wait for a paused replica (local cluster)\n");
+        replica_wait::section().await;
     }
 
     if runs("many-deps") {

@@ -192,10 +192,11 @@ impl RedisBackendBuilder {
     /// stale entry is served; what is lost is the certainty that the invalidation reached a
     /// second machine before the caller was told it succeeded.
     ///
-    /// `timeout` must be below the operation [`timeout`](Self::timeout). While a `WAIT`
-    /// blocks, the connection it runs on (shared by this process's commands to that master)
-    /// serves nothing else, so keep it short: a replica that stops answering then costs each
-    /// invalidation this long, and commands queued behind it as much.
+    /// `timeout` must be below the operation [`timeout`](Self::timeout). The `WAIT` goes on
+    /// a connection of its own per master, after a write on that connection (so that it
+    /// covers everything sent to the master before), and only to the masters the
+    /// invalidation wrote to: while it blocks, this process's other commands to that master
+    /// go on as usual. A replica that stops answering costs each invalidation this long.
     pub fn require_replicas(mut self, replicas: usize, timeout: Duration) -> Self {
         self.require_replicas = Some((replicas, timeout));
         self

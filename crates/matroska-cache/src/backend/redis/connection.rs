@@ -252,6 +252,9 @@ pub(crate) struct Node {
     current: Mutex<Option<Arc<Session>>>,
     /// Held while connecting, so that concurrent commands wait for one attempt.
     connecting: tokio::sync::Mutex<()>,
+    /// A connection of its own for `WAIT`, which blocks the connection it is sent on (see
+    /// `RedisBackend::wait_for_replicas`); opened on first use.
+    waiter: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     /// How to open `rediss://` connections.
     #[cfg(feature = "tls")]
     tls: Option<super::tls::Tls>,
@@ -271,6 +274,7 @@ impl Node {
             shards,
             current: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
+            waiter: tokio::sync::Mutex::new(None),
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -330,6 +334,29 @@ impl Node {
         let session = Arc::new(self.open().await?);
         *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&session));
         Ok(session)
+    }
+
+    /// The connection for `WAIT`s (see the field): no epoch handshake, since nothing is read
+    /// on it.
+    pub(crate) async fn waiter(&self) -> Result<MultiplexedConnection> {
+        let mut waiter = self.waiter.lock().await;
+        if let Some(conn) = &*waiter {
+            return Ok(conn.clone());
+        }
+        let limit = self.connect_timeout;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(limit))
+            .set_response_timeout(None);
+        let conn = tokio::time::timeout(limit, self.dial(&config))
+            .await
+            .map_err(|_| Error::Timeout(limit))??;
+        *waiter = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Drops the `WAIT` connection after it failed: the next `WAIT` connects again.
+    pub(crate) async fn retire_waiter(&self) {
+        *self.waiter.lock().await = None;
     }
 
     /// The current session, if it is live, without connecting.

@@ -32,12 +32,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use futures_util::future::try_join_all;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::{Mutex, Notify};
 
+use super::connection::Node;
 use super::keys::Layout;
 use super::router::{Invocation, Request};
 use super::scripts::{DROP, HOME, INVALIDATE, MARK};
@@ -76,38 +78,33 @@ enum Marks {
 }
 
 impl RedisBackend {
-    /// Drops every entry that depends on one of `deps`; returns how many.
+    /// Drops every entry that depends on one of `deps`; returns how many, and the shards it
+    /// wrote to (for [`wait_for_replicas`](Self::wait_for_replicas)).
     ///
     /// Chunks run one after the other: running several at once saved little (Redis's own
     /// work dominates) and let a concurrent command wait behind several scripts.
-    pub(super) async fn invalidate_all(&self, deps: &[Dep]) -> Result<u64> {
+    pub(super) async fn invalidate_all(&self, deps: &[Dep]) -> Result<(u64, BTreeSet<usize>)> {
         let mut dropped = 0;
+        let mut written = BTreeSet::new();
         for chunk in deps.chunks(DEPS_PER_CHUNK) {
-            dropped += self.invalidate_chunk(chunk).await?;
+            dropped += self.invalidate_chunk(chunk, &mut written).await?;
         }
-        Ok(dropped)
+        Ok((dropped, written))
     }
 
-    /// One chunk, kept alive by a heartbeat while it runs, and run again if it stopped
-    /// counting as running somewhere before it ended (see the module documentation).
-    async fn invalidate_chunk(&self, deps: &[Dep]) -> Result<u64> {
+    /// One chunk, run again if it stopped counting as running somewhere before it ended
+    /// (see the module documentation); adds the shards it wrote to to `written`.
+    async fn invalidate_chunk(&self, deps: &[Dep], written: &mut BTreeSet<usize>) -> Result<u64> {
         let mut dropped = 0;
         for attempt in 1..=RUNS {
             let run = Run::new();
-            let stop = Notify::new();
-            let work = async {
-                let outcome = if self.router.layout().len() == 1 {
-                    let deps: Vec<&Dep> = deps.iter().collect();
-                    self.invalidate_in_shard(&run, 0, &deps, Marks::Own)
-                        .await
-                        .map(|(dropped, _)| dropped)
-                } else {
-                    self.invalidate_sharded(&run, deps).await
-                };
-                stop.notify_one();
-                outcome
-            };
-            let (outcome, ()) = tokio::join!(work, self.heartbeat(&run, &stop));
+            let outcome = self.run_chunk(&run, deps).await;
+            written.extend(
+                run.written
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .iter(),
+            );
             dropped += outcome?;
             if !run.lapsed.load(Ordering::SeqCst) {
                 return Ok(dropped);
@@ -123,6 +120,25 @@ impl RedisBackend {
         Err(Error::Timeout(Duration::from_millis(
             self.running_deadline(),
         )))
+    }
+
+    /// One run of a chunk, kept alive by its heartbeat until it ends.
+    async fn run_chunk(&self, run: &Run, deps: &[Dep]) -> Result<u64> {
+        let stop = Notify::new();
+        let work = async {
+            let outcome = if self.router.layout().len() == 1 {
+                let deps: Vec<&Dep> = deps.iter().collect();
+                self.invalidate_in_shard(run, 0, &deps, Marks::Own)
+                    .await
+                    .map(|(dropped, _)| dropped)
+            } else {
+                self.invalidate_sharded(run, deps).await
+            };
+            stop.notify_one();
+            outcome
+        };
+        let (outcome, ()) = tokio::join!(work, self.heartbeat(run, &stop));
+        outcome
     }
 
     /// Pushes back the deadline of `run` wherever it runs, every fifth of the deadline, until
@@ -173,37 +189,66 @@ impl RedisBackend {
         invocation.into()
     }
 
-    /// `WAIT`s until `replicas` replicas of every master acknowledged the writes sent to it
-    /// so far (an invalidation writes to shard 0, the dependencies' homes and the shards
-    /// with dependents: on a cluster, potentially every master). One `WAIT` per master, on
-    /// the connection the writes went on, all at once.
-    pub(super) async fn wait_for_replicas(&self, replicas: usize, timeout: Duration) -> Result<()> {
-        let shards: Vec<usize> = self
-            .router
-            .masters()
+    /// `WAIT`s until `replicas` replicas of each master in `written` (the shards an
+    /// invalidation wrote to) acknowledged the writes sent to it so far; every master at
+    /// once.
+    ///
+    /// `WAIT` blocks the connection it is sent on until the replicas acknowledge or the
+    /// timeout runs out, so it goes on a connection of its own ([`Node::waiter`]): on the
+    /// connection every request shares, a lagging replica stalled every `get` and `put` of
+    /// the process on that master. `WAIT` covers the writes of its own connection, so a write
+    /// goes first on it (`mark.lua` on the shard's WAIT probe, allow-oom): a master replicates
+    /// in order, so once that write is acknowledged, so is everything sent before it on any
+    /// connection. One round trip (the write and the `WAIT` in one pipeline).
+    ///
+    /// [`Node::waiter`]: super::connection::Node::waiter
+    pub(super) async fn wait_for_replicas(
+        &self,
+        replicas: usize,
+        timeout: Duration,
+        written: &BTreeSet<usize>,
+    ) -> Result<()> {
+        // One shard per master.
+        let mut masters: BTreeMap<String, (Arc<Node>, usize)> = BTreeMap::new();
+        for &shard in written {
+            let node = self.router.node_of(shard).await?;
+            masters
+                .entry(node.name().to_owned())
+                .or_insert((node, shard));
+        }
+        let millis = ttl::redis_millis(timeout);
+        let limit = timeout + self.timeout;
+        let waits = masters.into_values().map(|(node, shard)| async move {
+            let mut pipe = redis::pipe();
+            pipe.cmd("EVAL")
+                .arg(include_str!("mark.lua"))
+                .arg(1)
+                .arg(self.router.layout().shard(shard).wait_probe())
+                .ignore()
+                .cmd("WAIT")
+                .arg(replicas)
+                .arg(millis);
+            let attempt = async {
+                let mut conn = node.waiter().await?;
+                let (acknowledged,): (usize,) = pipe.query_async(&mut conn).await?;
+                Ok::<_, Error>(acknowledged)
+            };
+            let outcome = match tokio::time::timeout(limit, attempt).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(Error::Timeout(limit)),
+            };
+            if outcome.is_err() {
+                node.retire_waiter().await;
+            }
+            outcome
+        });
+        let fewest = try_join_all(waits)
             .await?
             .into_iter()
-            .map(|(_, served)| served[0])
-            .collect();
-        let millis = ttl::redis_millis(timeout);
-        let acknowledged: Vec<(usize, u64)> = self
-            .send_all(
-                shards
-                    .iter()
-                    .map(|&shard| {
-                        let cmd = redis::cmd("WAIT").arg(replicas).arg(millis).clone();
-                        (shard, cmd.into())
-                    })
-                    .collect(),
-            )
-            .await?;
-        let fewest = acknowledged
-            .iter()
-            .map(|(n, _)| *n)
             .min()
             .unwrap_or(replicas);
         if fewest < replicas {
-            return Err(crate::Error::Replication {
+            return Err(Error::Replication {
                 wanted: replicas,
                 acknowledged: fewest,
             });
@@ -235,11 +280,13 @@ impl RedisBackend {
     /// One chunk on a sharded cache: see the module documentation.
     async fn invalidate_sharded(&self, run: &Run, deps: &[Dep]) -> Result<u64> {
         let layout = self.router.layout();
+        run.writes_to([0]);
         let mark = self.next_mark().await?;
         let mut homes: BTreeMap<usize, Vec<&Dep>> = BTreeMap::new();
         for dep in deps {
             homes.entry(layout.home_of(dep)).or_default().push(dep);
         }
+        run.writes_to(homes.keys().copied());
         let started: Vec<(HomeStarted, u64)> = self
             .send_all(
                 homes
@@ -368,6 +415,7 @@ impl RedisBackend {
     ) -> Result<(u64, bool)> {
         let layout = self.router.layout();
         let keys = layout.shard(shard);
+        run.writes_to([shard]);
         let chunk = Chunk {
             run,
             shard,
@@ -517,6 +565,8 @@ struct Run {
     places: Mutex<BTreeMap<(usize, u64), Vec<u64>>>,
     /// A place had stopped counting the run as running before a sign of life or its end.
     lapsed: AtomicBool,
+    /// The shards it sent writes to.
+    written: std::sync::Mutex<BTreeSet<usize>>,
 }
 
 impl Run {
@@ -525,7 +575,16 @@ impl Run {
             token: rand::random::<u64>() & !1,
             places: Mutex::new(BTreeMap::new()),
             lapsed: AtomicBool::new(false),
+            written: std::sync::Mutex::default(),
         }
+    }
+
+    /// Notes that the run sends writes to `shards`.
+    fn writes_to(&self, shards: impl IntoIterator<Item = usize>) {
+        self.written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(shards);
     }
 
     /// The token at the dependencies' homes.

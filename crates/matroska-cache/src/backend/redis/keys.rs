@@ -16,6 +16,7 @@
 //! {<prefix>}:e           string: the epoch "<floor> <run id>", renewed when the state is lost
 //! {<prefix>}:g           string: the ticket floor: fenced puts with older tickets are refused
 //! {<prefix>}:p           string: held (with a TTL) by the process running the periodic prune
+//! {<prefix>}:w           string: a counter written before a `WAIT` (see invalidate.rs)
 //! {<prefix>}:n           string: the number of shards every process of the prefix uses
 //!                        (always under the unsharded tag, whatever the number)
 //! ```
@@ -365,6 +366,12 @@ impl KeySpace {
     /// read (sharded caches: see `registrations.rs`).
     pub(crate) fn directory_version(&self) -> String {
         format!("{}:v", self.tag)
+    }
+
+    /// A counter written on a connection of its own just before a `WAIT` on it, so that the
+    /// `WAIT` covers every write sent to the server before (see `wait_for_replicas`).
+    pub(crate) fn wait_probe(&self) -> String {
+        format!("{}:w", self.tag)
     }
 
     /// The lock that lets one process at a time run the periodic prune.

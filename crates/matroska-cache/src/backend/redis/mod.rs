@@ -632,9 +632,9 @@ impl Backend for RedisBackend {
     }
 
     async fn invalidate(&self, deps: &[Dep]) -> Result<u64> {
-        let dropped = self.invalidate_all(deps).await?;
+        let (dropped, written) = self.invalidate_all(deps).await?;
         if let Some((replicas, timeout)) = self.require_replicas {
-            self.wait_for_replicas(replicas, timeout).await?;
+            self.wait_for_replicas(replicas, timeout, &written).await?;
         }
         Ok(dropped)
     }

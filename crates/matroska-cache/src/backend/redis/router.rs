@@ -246,7 +246,7 @@ impl Router {
     }
 
     /// The node that serves `shard` now.
-    async fn node_of(&self, shard: usize) -> Result<Arc<Node>> {
+    pub(crate) async fn node_of(&self, shard: usize) -> Result<Arc<Node>> {
         self.node_of_slot(self.layout.slot_of(shard)).await
     }
 
