@@ -782,3 +782,85 @@ async fn unused_directories_are_pruned_and_remembered_registrations_renewed() {
     assert!(keys(&mut redis, "t").is_empty());
     assert_eq!(b.invalidate([dep::id("article", 31)]).await.unwrap(), 1);
 }
+
+/// Issue 19, item 4 under load: two processes prune (directories included) in a loop while a
+/// third puts dependents of a few shared tags into every shard and invalidates them. Every
+/// invalidation that returned `Ok` must leave none of the entries put before it readable: a
+/// prune pass that deleted a directory bit another pass had buried (or a registration had
+/// just set) would leave one behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pruners_and_a_churner_never_lose_a_dependent() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let server = RedisServer::start();
+    let build = || {
+        RedisBackend::builder(&server.url(), "churn")
+            .shards(16)
+            .auto_prune(None)
+            .build()
+    };
+    let churner = MatroskaCache::new(build().await.unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let passes = Arc::new(AtomicU64::new(0));
+    let mut pruners = Vec::new();
+    for _ in 0..2 {
+        let cache = MatroskaCache::new(build().await.unwrap());
+        let (stop, passes) = (Arc::clone(&stop), Arc::clone(&passes));
+        pruners.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                cache.prune().await.unwrap();
+                passes.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    // Four tasks of the third process churn at once, on the same few tags.
+    let churners: Vec<_> = (0..4u32)
+        .map(|task| {
+            let churner = churner.clone();
+            tokio::spawn(async move {
+                let (mut stale, mut refused) = (Vec::new(), 0u32);
+                for round in 0..400u32 {
+                    let tag = dep::tag(&format!("t{}", round % 4));
+                    // A few dependents in shards that change from round to round.
+                    let keys: Vec<String> =
+                        (0..3).map(|j| format!("k{task}-{round}-{j}")).collect();
+                    for key in &keys {
+                        // A put may be refused while directory versions keep changing
+                        // (prunes back to back renew them): it stored nothing, or it is
+                        // found like any other.
+                        if let Err(error) = churner.put(key, &round, [tag.clone()], MINUTE).await {
+                            assert!(error.is_transient(), "{error}");
+                            refused += 1;
+                        }
+                    }
+                    churner.invalidate([tag]).await.unwrap();
+                    for key in &keys {
+                        if churner.get::<u32>(key).await.unwrap().is_some() {
+                            stale.push(key.clone());
+                        }
+                    }
+                }
+                (stale, refused)
+            })
+        })
+        .collect();
+    let (mut stale, mut refused) = (Vec::new(), 0);
+    for task in churners {
+        let (more, also) = task.await.unwrap();
+        stale.extend(more);
+        refused += also;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for pruner in pruners {
+        pruner.await.unwrap();
+    }
+    let passes = passes.load(Ordering::Relaxed);
+    assert!(passes >= 10, "only {passes} prune passes ran");
+    assert!(refused < 1_600, "{refused} of 4,800 puts refused");
+    assert_eq!(
+        stale,
+        Vec::<String>::new(),
+        "readable after their invalidation returned Ok ({passes} prune passes, {refused} puts refused)"
+    );
+}
