@@ -7,7 +7,7 @@
 //! cargo bench -p matroska-cache --bench compare -- --max-dependents 100000   # fan-out up to 100k only
 //! cargo bench -p matroska-cache --bench compare -- --only many-deps          # one section: ops,
 //!                                                  # shards, memory, fanout, many-deps,
-//!                                                  # cluster or replica-wait
+//!                                                  # cluster, repair or replica-wait
 //! ```
 //!
 //! Prints Markdown tables (single operations, fan-out invalidation, memory per entry) and
@@ -19,6 +19,7 @@ mod many_deps;
 mod memory_use;
 mod ops;
 mod plot;
+mod repair;
 mod replica_wait;
 
 use std::path::PathBuf;
@@ -38,6 +39,16 @@ fn max_dependents() -> usize {
         .position(|a| a == "--max-dependents")
         .and_then(|i| args.get(i + 1))
         .map(|n| n.parse().expect("--max-dependents takes a number"))
+        .unwrap_or(1_000_000)
+}
+
+/// `--repair-entries N` (default 1,000,000): the entries of the repair section.
+fn repair_entries() -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--repair-entries")
+        .and_then(|i| args.get(i + 1))
+        .map(|n| n.parse().expect("--repair-entries takes a number"))
         .unwrap_or(1_000_000)
 }
 
@@ -120,6 +131,11 @@ async fn run() {
 
     if runs("cluster") {
         cluster_section().await;
+    }
+
+    if runs("repair") {
+        println!("\n## Directory repair after a failover (local cluster)\n");
+        repair::section(repair_entries()).await;
     }
 
     if runs("replica-wait") {

@@ -168,6 +168,38 @@ impl RedisBackend {
             .collect())
     }
 
+    /// How many shards have directories that may miss bits now: shards that began a new
+    /// epoch (a restart, a failover) and whose repair has not completed. Invalidations of
+    /// dependencies homed there visit every shard until then (see `docs/cluster.md`). Always
+    /// 0 for a cache of one shard.
+    ///
+    /// ```no_run
+    /// # async fn demo(backend: matroska_cache::RedisBackend) -> Result<(), matroska_cache::Error> {
+    /// if backend.repair_pending().await? > 0 {
+    ///     println!("directories are being repaired: invalidations visit every shard");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn repair_pending(&self) -> Result<usize> {
+        let layout = self.router.layout();
+        if layout.len() == 1 {
+            return Ok(0);
+        }
+        let marks: Vec<(bool, u64)> = self
+            .send_all(
+                (0..layout.len())
+                    .map(|shard| {
+                        let cmd = redis::cmd("EXISTS")
+                            .arg(layout.shard(shard).incomplete())
+                            .clone();
+                        (shard, cmd.into())
+                    })
+                    .collect(),
+            )
+            .await?;
+        Ok(marks.iter().filter(|(incomplete, _)| *incomplete).count())
+    }
+
     /// The keys of the live entries that depend on `dep`, in every shard.
     pub async fn dependents(&self, dep: &Dep) -> Result<Vec<String>> {
         let layout = self.router.layout();
