@@ -319,6 +319,14 @@ impl RedisBackend {
         }
         // The shards each dependency has dependents in, by the directories and their
         // tombstones (every shard, for a home whose directories may have lost bits).
+        if started
+            .iter()
+            .any(|((incomplete, _, _, _), _)| *incomplete == 1)
+        {
+            // A home whose directories may have lost bits: make sure this process helps
+            // repair them (the process that began the epoch may be gone).
+            self.router.repair_wanted.notify_one();
+        }
         let mut shards: BTreeMap<usize, Vec<&Dep>> = BTreeMap::new();
         for ((_, deps), ((incomplete, directories, tombs, _), _)) in homes.iter().zip(&started) {
             for ((dep, bits), tomb) in deps.iter().zip(directories).zip(tombs) {

@@ -19,6 +19,8 @@
 //! {<prefix>}:w           string: a counter written before a `WAIT` (see invalidate.rs)
 //! {<prefix>}:n           string: the number of shards every process of the prefix uses
 //!                        (always under the unsharded tag, whatever the number)
+//! {<prefix>}:k           string: the directory repair's lock (unsharded tag, with a TTL)
+//! {<prefix>}:q           hash: the directory repair's progress (unsharded tag)
 //! ```
 //!
 //! The prefix is the Redis Cluster hash tag, so every key of one cache lives in one slot and a
@@ -189,6 +191,17 @@ impl Layout {
     /// is also a tag of other shard counts, with another number).
     pub(crate) fn shard_count_key(&self) -> String {
         format!("{}:n", self.base.tag)
+    }
+
+    /// The directory repair's lock: one pass at a time for the whole prefix (see
+    /// `repair.rs`). Under the unsharded tag, as [`shard_count_key`](Self::shard_count_key).
+    pub(crate) fn repair_lock_key(&self) -> String {
+        format!("{}:k", self.base.tag)
+    }
+
+    /// The directory repair's progress, in the lock's slot.
+    pub(crate) fn repair_progress_key(&self) -> String {
+        format!("{}:q", self.base.tag)
     }
 
     /// The Redis Cluster slot of shard `s`.

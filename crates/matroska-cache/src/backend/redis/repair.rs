@@ -11,6 +11,16 @@
 //! having registered: `registrations.rs`) either ran before and are found by the pass, or
 //! are refused and register again.
 //!
+//! One pass at a time, for the whole prefix, whichever process runs it: it holds the
+//! prefix's repair lock (`{prefix}:k`, renewed at every page) and records, in
+//! `{prefix}:q`, the marks it repairs and each master's `SCAN` cursor after each page. The
+//! masters are walked at once. Every process learns that a repair is due (its handshake
+//! began the epoch, or an invalidation met the mark) and tries the lock every second while
+//! the marks remain; if the pass's process dies, another takes the lock when it expires and
+//! resumes from the recorded cursors, without renewing the directory versions again (they
+//! were renewed after these marks were set). Other marks (a newer epoch) start over.
+//! Concurrent passes would only repeat work: every step is idempotent.
+//!
 //! **Pruning** (with `prune()` and the background prune, after the index members): a directory
 //! whose every named shard holds no slice of its dependency any more is deleted in four
 //! steps, because a registration of a bit already set is invisible: (1) `bury.lua` moves it to
@@ -32,19 +42,34 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{info, warn};
+use futures_util::future::try_join_all;
+use tracing::{debug, info, warn};
 
 use super::invalidate::shards_in;
 use super::router::Invocation;
-use super::scripts::{BURY, DIRECTORY_BITS, DIRECTORY_VERSION, REPAIRED, SETTLE};
+use super::scripts::{
+    BURY, DIRECTORY_BITS, DIRECTORY_VERSION, REPAIRED, REPAIR_END, REPAIR_PROGRESS, SETTLE,
+};
 use super::RedisBackend;
 use crate::dep::Dep;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::ttl;
+
+/// What a call to repair the directories did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Repair {
+    /// No directory is incomplete any more; this many shards were repaired by this call.
+    Done(usize),
+    /// Another process's pass holds the repair lock.
+    Elsewhere,
+}
 
 impl RedisBackend {
     /// Starts the task that repairs directories: once now (shards that began their first
-    /// epoch, or a new one while no process ran), then whenever a shard begins a new epoch
-    /// under this process. It ends with the last clone of the backend.
+    /// epoch, or a new one while no process ran), then whenever this process learns that a
+    /// shard's directories are incomplete (its handshake began a new epoch, or an
+    /// invalidation found the mark), and every second while another process's pass holds the
+    /// lock (it takes over if that process dies). It ends with the last clone of the backend.
     pub(super) fn spawn_repairer(&self) {
         let alive = Arc::downgrade(&self.alive);
         let repairer = RedisBackend {
@@ -54,6 +79,7 @@ impl RedisBackend {
         // The first repair needs no wake-up.
         repairer.router.repair_wanted.notify_one();
         tokio::spawn(async move {
+            let mut pending = false;
             loop {
                 // Wakes every second to notice that the backend is gone.
                 let woken = tokio::time::timeout(
@@ -64,24 +90,27 @@ impl RedisBackend {
                 if alive.upgrade().is_none() {
                     break;
                 }
-                if woken.is_err() {
+                if woken.is_err() && !pending {
                     continue;
                 }
-                if let Err(error) = repairer.repair_directories().await {
-                    warn!(%error, "directory repair failed; retrying in a second");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    repairer.router.repair_wanted.notify_one();
-                }
+                pending = match repairer.repair_directories().await {
+                    Ok(Repair::Done(_)) => false,
+                    Ok(Repair::Elsewhere) => true,
+                    Err(error) => {
+                        warn!(%error, "directory repair failed; resuming in a second");
+                        true
+                    }
+                };
             }
         });
     }
 
-    /// Repairs the directories of every shard marked incomplete; returns how many shards
-    /// were repaired.
-    pub(crate) async fn repair_directories(&self) -> Result<usize> {
+    /// Repairs the directories of every shard marked incomplete, unless another pass holds
+    /// the prefix's repair lock (see the module documentation).
+    pub(crate) async fn repair_directories(&self) -> Result<Repair> {
         let layout = self.router.layout();
         if layout.len() == 1 {
-            return Ok(0);
+            return Ok(Repair::Done(0));
         }
         self.check_shard_count().await?;
         let marks: Vec<(Option<String>, u64)> = self
@@ -102,49 +131,58 @@ impl RedisBackend {
             .filter_map(|(home, (mark, _))| Some((home, mark?)))
             .collect();
         if incomplete.is_empty() {
-            return Ok(0);
+            return Ok(Repair::Done(0));
         }
-        // Puts that skipped their registrations under the old versions are refused from now
-        // on; those that ran before are in the index slices read below (registrations.rs).
-        self.renew_directory_versions(0..layout.len()).await?;
-        let mut bits = 0u64;
-        for (_, shards) in self.router.masters().await? {
-            let via = shards[0];
-            let mut cursor = 0;
-            loop {
-                let (next, keys) = self.scan_index_keys(via, &shards, cursor).await?;
-                let mut by_home: BTreeMap<usize, Invocation> = BTreeMap::new();
-                for (shard, key) in keys {
-                    let Some(dep) = key
-                        .split_once("}:r:")
-                        .and_then(|(_, text)| text.parse::<Dep>().ok())
-                    else {
-                        continue;
-                    };
-                    let home = layout.home_of(&dep);
-                    if incomplete.contains_key(&home) {
-                        by_home
-                            .entry(home)
-                            .or_insert_with(|| Invocation::new(&DIRECTORY_BITS))
-                            .key(layout.shard(home).directory(&dep))
-                            .arg(shard);
-                        bits += 1;
-                    }
-                }
-                let _: Vec<(u8, u64)> = self
-                    .send_all(
-                        by_home
-                            .into_iter()
-                            .map(|(home, bits)| (home, bits.into()))
-                            .collect(),
-                    )
-                    .await?;
-                cursor = next;
-                if cursor == 0 {
-                    break;
-                }
+        let token = rand::random::<u64>().to_string();
+        if !self.repair_step(&token, &[]).await? {
+            debug!("another process repairs the directories");
+            return Ok(Repair::Elsewhere);
+        }
+        // The progress belongs to these marks: a newer epoch anywhere starts over.
+        let signature = incomplete
+            .iter()
+            .map(|(home, mark)| format!("{home}={mark}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let progress_key = layout.repair_progress_key();
+        let progress: BTreeMap<String, String> = self
+            .router
+            .send_unsharded(
+                &progress_key,
+                redis::cmd("HGETALL").arg(&progress_key).clone().into(),
+                self.timeout,
+            )
+            .await?;
+        let resumed = progress.get("marks") == Some(&signature);
+        if !resumed {
+            // Puts that skipped their registrations under the old versions are refused from
+            // now on; those that ran before are in the index slices read below
+            // (registrations.rs). Once per set of marks: a resumed pass does not renew them.
+            self.renew_directory_versions(0..layout.len()).await?;
+            let fresh = [("marks".to_owned(), signature)];
+            self.router
+                .send_unsharded::<u64>(
+                    &progress_key,
+                    redis::cmd("DEL").arg(&progress_key).clone().into(),
+                    self.timeout,
+                )
+                .await?;
+            if !self.repair_step(&token, &fresh).await? {
+                return Ok(Repair::Elsewhere);
             }
         }
+        let cursors = if resumed { progress } else { BTreeMap::new() };
+        let walks = self
+            .router
+            .masters()
+            .await?
+            .into_iter()
+            .map(|(node, shards)| {
+                let field = format!("c:{}", node.name());
+                let start = cursors.get(&field).cloned();
+                self.repair_on(shards, &incomplete, &token, field, start)
+            });
+        let bits: u64 = try_join_all(walks).await?.into_iter().sum();
         let _: Vec<(u8, u64)> = self
             .send_all(
                 incomplete
@@ -157,11 +195,110 @@ impl RedisBackend {
                     .collect(),
             )
             .await?;
+        let mut end = Invocation::new(&REPAIR_END);
+        end.key(layout.repair_lock_key())
+            .key(&progress_key)
+            .arg(&token);
+        let _: u64 = self
+            .router
+            .send_unsharded(&progress_key, end.into(), self.timeout)
+            .await?;
         info!(
             shards = incomplete.len(),
-            bits, "repaired the directories of shards that started a new epoch"
+            bits, resumed, "repaired the directories of shards that started a new epoch"
         );
-        Ok(incomplete.len())
+        Ok(Repair::Done(incomplete.len()))
+    }
+
+    /// Walks the index keys of one master's `shards` from `start` (a saved cursor, `done`,
+    /// or none), setting at each incomplete home the bit of every shard that holds a slice
+    /// of one of its dependencies; records the cursor after each page. Returns the bits set.
+    async fn repair_on(
+        &self,
+        shards: Vec<usize>,
+        incomplete: &BTreeMap<usize, String>,
+        token: &str,
+        field: String,
+        start: Option<String>,
+    ) -> Result<u64> {
+        let layout = self.router.layout();
+        let mut cursor = match start.as_deref() {
+            Some("done") => return Ok(0),
+            Some(saved) => saved.parse().unwrap_or(0),
+            None => 0,
+        };
+        let via = shards[0];
+        let mut bits = 0;
+        loop {
+            let (next, keys) = self.scan_index_keys(via, &shards, cursor).await?;
+            let mut by_home: BTreeMap<usize, Invocation> = BTreeMap::new();
+            for (shard, key) in keys {
+                let Some(dep) = key
+                    .split_once("}:r:")
+                    .and_then(|(_, text)| text.parse::<Dep>().ok())
+                else {
+                    continue;
+                };
+                let home = layout.home_of(&dep);
+                if incomplete.contains_key(&home) {
+                    by_home
+                        .entry(home)
+                        .or_insert_with(|| Invocation::new(&DIRECTORY_BITS))
+                        .key(layout.shard(home).directory(&dep))
+                        .arg(shard);
+                    bits += 1;
+                }
+            }
+            let _: Vec<(u8, u64)> = self
+                .send_all(
+                    by_home
+                        .into_iter()
+                        .map(|(home, bits)| (home, bits.into()))
+                        .collect(),
+                )
+                .await?;
+            cursor = next;
+            let saved = if cursor == 0 {
+                "done".to_owned()
+            } else {
+                cursor.to_string()
+            };
+            if !self.repair_step(token, &[(field.clone(), saved)]).await? {
+                return Err(Error::Redis(crate::error::ServerError::cluster(
+                    "TRYAGAIN",
+                    "another process took over the directory repair",
+                )));
+            }
+            if cursor == 0 {
+                return Ok(bits);
+            }
+        }
+    }
+
+    /// Takes or keeps the repair lock for `token`, recording `progress`; whether it holds
+    /// the lock.
+    async fn repair_step(&self, token: &str, progress: &[(String, String)]) -> Result<bool> {
+        let layout = self.router.layout();
+        let mut invocation = Invocation::new(&REPAIR_PROGRESS);
+        invocation
+            .key(layout.repair_lock_key())
+            .key(layout.repair_progress_key())
+            .arg(token)
+            .arg(self.repair_lease());
+        for (field, value) in progress {
+            invocation.arg(field).arg(value);
+        }
+        let held: u8 = self
+            .router
+            .send_unsharded(&layout.repair_lock_key(), invocation.into(), self.timeout)
+            .await?;
+        Ok(held == 1)
+    }
+
+    /// How long the repair lock lasts without a step of its pass (ms): each page takes
+    /// three round trips, each within the timeout.
+    fn repair_lease(&self) -> u64 {
+        ttl::redis_millis(self.timeout.saturating_mul(5).max(Duration::from_secs(2)))
     }
 
     /// Renews the directory version of `shards` (and learns the new ones).
@@ -449,6 +586,113 @@ mod tests {
 
     use super::*;
     use crate::{dep, MatroskaCache};
+
+    /// The coordinated repair (issue 19, item 8), step by step on one server with 16
+    /// shards: directories lost with their marks set (as a new epoch leaves them). While
+    /// another process holds the repair lock, a pass leaves the work to it; when that
+    /// process died half-way (its lock expired, its progress recorded), the next pass
+    /// resumes without renewing the directory versions again and rebuilds every bit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_repair_waits_for_the_lock_then_resumes_where_it_stopped() {
+        let server = tokio::task::block_in_place(RedisServer::start);
+        let backend = RedisBackend::builder(&server.url(), "repairs")
+            .shards(16)
+            .timeout(Duration::from_millis(200)) // the lock's lease: 2 s
+            .auto_prune(None)
+            .build()
+            .await
+            .unwrap();
+        let layout = backend.router.layout();
+        let cache = MatroskaCache::new(backend.clone());
+        let deps: Vec<Dep> = (0..20).map(|t| dep::tag(&format!("t{t}"))).collect();
+        for i in 0..400 {
+            let key = format!("k{i}");
+            cache
+                .put(&key, &i, [deps[i % 20].clone()], Duration::from_secs(600))
+                .await
+                .unwrap();
+        }
+        while backend.repair_pending().await.unwrap() > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Every home loses its directories and is marked incomplete.
+        let mut conn = server.connection();
+        let mut signature = Vec::new();
+        for home in 0..16 {
+            let keys = layout.shard(home);
+            redis::cmd("SET")
+                .arg(keys.incomplete())
+                .arg("lost")
+                .exec(&mut conn)
+                .unwrap();
+            signature.push(format!("{home}=lost"));
+            for dep in &deps {
+                redis::cmd("DEL")
+                    .arg(keys.directory(dep))
+                    .exec(&mut conn)
+                    .unwrap();
+            }
+        }
+        // Another process repairs: this one leaves it the work.
+        redis::cmd("SET")
+            .arg(layout.repair_lock_key())
+            .arg("other")
+            .arg("PX")
+            .arg(1_000)
+            .exec(&mut conn)
+            .unwrap();
+        assert_eq!(
+            backend.repair_directories().await.unwrap(),
+            Repair::Elsewhere
+        );
+        assert_eq!(backend.repair_pending().await.unwrap(), 16);
+        // It renewed the versions for these marks and died before its first page.
+        redis::cmd("HSET")
+            .arg(layout.repair_progress_key())
+            .arg("marks")
+            .arg(signature.join(","))
+            .exec(&mut conn)
+            .unwrap();
+        let versions = |conn: &mut redis::Connection| -> Vec<Option<String>> {
+            (0..16)
+                .map(|s| {
+                    redis::cmd("GET")
+                        .arg(layout.shard(s).directory_version())
+                        .query(conn)
+                        .unwrap()
+                })
+                .collect()
+        };
+        let before = versions(&mut conn);
+        tokio::time::sleep(Duration::from_millis(1_100)).await; // its lock expires
+        assert_eq!(
+            backend.repair_directories().await.unwrap(),
+            Repair::Done(16)
+        );
+        assert_eq!(
+            versions(&mut conn),
+            before,
+            "a resumed pass renewed the versions"
+        );
+        assert_eq!(backend.repair_pending().await.unwrap(), 0);
+        let left: Vec<String> = redis::cmd("KEYS")
+            .arg("{repairs}:[kq]")
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(
+            left,
+            Vec::<String>::new(),
+            "the lock and the progress outlived the pass"
+        );
+        // The directories are whole again: each invalidation finds its 20 dependents.
+        for dep in &deps {
+            assert_eq!(
+                cache.invalidate([dep.clone()]).await.unwrap(),
+                20,
+                "{dep:?}"
+            );
+        }
+    }
 
     /// Two pruning passes over one directory (issue 19, item 4), step by step: pass A buries
     /// a directory whose one shard holds nothing; a put registers another shard (a new

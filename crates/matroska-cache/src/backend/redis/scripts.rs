@@ -58,6 +58,12 @@ pub(super) static SETTLE: LazyLock<Script> =
 /// Ends a shard's "directories incomplete" mark after a repair: `repaired.lua`.
 pub(super) static REPAIRED: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("repaired.lua")));
+/// Takes or keeps the repair lock, and records the repair's progress: `repair_progress.lua`.
+pub(super) static REPAIR_PROGRESS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("repair_progress.lua")));
+/// Ends a repair: its progress and its lock: `repair_end.lua`.
+pub(super) static REPAIR_END: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("repair_end.lua")));
 /// Renews a shard's directory version before a repair pass: `directory_version.lua`.
 pub(super) static DIRECTORY_VERSION: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("directory_version.lua")));
