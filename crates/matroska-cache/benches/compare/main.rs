@@ -34,22 +34,24 @@ const PREFIX: &str = "bench";
 /// `--max-dependents N` (default 1,000,000); other arguments (such as the `--bench` cargo
 /// passes) are ignored.
 fn max_dependents() -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == "--max-dependents")
-        .and_then(|i| args.get(i + 1))
-        .map(|n| n.parse().expect("--max-dependents takes a number"))
-        .unwrap_or(1_000_000)
+    number_arg("--max-dependents").unwrap_or(1_000_000)
 }
 
 /// `--repair-entries N` (default 1,000,000): the entries of the repair section.
 fn repair_entries() -> u64 {
+    number_arg("--repair-entries").unwrap_or(1_000_000)
+}
+
+/// The number after `flag` on the command line, if it is there.
+fn number_arg<N: std::str::FromStr>(flag: &str) -> Option<N> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
-        .position(|a| a == "--repair-entries")
+        .position(|a| a == flag)
         .and_then(|i| args.get(i + 1))
-        .map(|n| n.parse().expect("--repair-entries takes a number"))
-        .unwrap_or(1_000_000)
+        .map(|n| {
+            n.parse()
+                .unwrap_or_else(|_| panic!("{flag} takes a number, not {n:?}"))
+        })
 }
 
 /// `--only SECTION`: whether to run `section` (all of them without the flag).

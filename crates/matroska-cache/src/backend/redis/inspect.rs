@@ -181,23 +181,7 @@ impl RedisBackend {
     /// # Ok(()) }
     /// ```
     pub async fn repair_pending(&self) -> Result<usize> {
-        let layout = self.router.layout();
-        if layout.len() == 1 {
-            return Ok(0);
-        }
-        let marks: Vec<(bool, u64)> = self
-            .send_all(
-                (0..layout.len())
-                    .map(|shard| {
-                        let cmd = redis::cmd("EXISTS")
-                            .arg(layout.shard(shard).incomplete())
-                            .clone();
-                        (shard, cmd.into())
-                    })
-                    .collect(),
-            )
-            .await?;
-        Ok(marks.iter().filter(|(incomplete, _)| *incomplete).count())
+        Ok(self.incomplete_marks().await?.len())
     }
 
     /// The keys of the live entries that depend on `dep`, in every shard.

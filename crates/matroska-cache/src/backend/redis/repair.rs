@@ -113,23 +113,7 @@ impl RedisBackend {
             return Ok(Repair::Done(0));
         }
         self.check_shard_count().await?;
-        let marks: Vec<(Option<String>, u64)> = self
-            .send_all(
-                (0..layout.len())
-                    .map(|home| {
-                        let cmd = redis::cmd("GET")
-                            .arg(layout.shard(home).incomplete())
-                            .clone();
-                        (home, cmd.into())
-                    })
-                    .collect(),
-            )
-            .await?;
-        let incomplete: BTreeMap<usize, String> = marks
-            .into_iter()
-            .enumerate()
-            .filter_map(|(home, (mark, _))| Some((home, mark?)))
-            .collect();
+        let incomplete = self.incomplete_marks().await?;
         if incomplete.is_empty() {
             return Ok(Repair::Done(0));
         }
@@ -208,6 +192,32 @@ impl RedisBackend {
             bits, resumed, "repaired the directories of shards that started a new epoch"
         );
         Ok(Repair::Done(incomplete.len()))
+    }
+
+    /// The "directories incomplete" mark of each shard that has one (none for a cache of
+    /// one shard).
+    pub(super) async fn incomplete_marks(&self) -> Result<BTreeMap<usize, String>> {
+        let layout = self.router.layout();
+        if layout.len() == 1 {
+            return Ok(BTreeMap::new());
+        }
+        let marks: Vec<(Option<String>, u64)> = self
+            .send_all(
+                (0..layout.len())
+                    .map(|home| {
+                        let cmd = redis::cmd("GET")
+                            .arg(layout.shard(home).incomplete())
+                            .clone();
+                        (home, cmd.into())
+                    })
+                    .collect(),
+            )
+            .await?;
+        Ok(marks
+            .into_iter()
+            .enumerate()
+            .filter_map(|(home, (mark, _))| Some((home, mark?)))
+            .collect())
     }
 
     /// Walks the index keys of one master's `shards` from `start` (a saved cursor, `done`,
