@@ -864,3 +864,36 @@ async fn two_pruners_and_a_churner_never_lose_a_dependent() {
         "readable after their invalidation returned Ok ({passes} prune passes, {refused} puts refused)"
     );
 }
+
+/// Issue 20, item 4: with several shards, the `SCAN` pattern of index keys (`{p#*}:r:*`)
+/// also matches an entry whose cache key contains `}:r:` (what the HTTP layer stores for
+/// `GET /posts?q=}:r:x`). Such a key must not stop the prune (it failed every pass with
+/// `WRONGTYPE`), nor count as an index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_key_that_looks_like_an_index_never_stops_the_prune() {
+    let server = RedisServer::start();
+    let cache = MatroskaCache::new(
+        RedisBackend::builder(&server.url(), "scan")
+            .shards(16)
+            .auto_prune(None)
+            .build()
+            .await
+            .unwrap(),
+    );
+    cache
+        .put("plain", &1, [dep::tag("a")], MINUTE)
+        .await
+        .unwrap();
+    let before = cache.prune().await.unwrap();
+    for key in ["http:-:/posts?q=}:r:x", "}:r:", "x}:h:y", "z}:t:w"] {
+        cache.put(key, &2, [dep::tag("b")], MINUTE).await.unwrap();
+    }
+    let after = cache.prune().await.unwrap();
+    // One more index (b's slice in each shard its 4 entries went to) at most, and no entry.
+    assert!(
+        after.indexes <= before.indexes + 4,
+        "{before:?} then {after:?}"
+    );
+    assert_eq!(after.removed, 0);
+    assert_eq!(cache.invalidate([dep::tag("b")]).await.unwrap(), 4);
+}

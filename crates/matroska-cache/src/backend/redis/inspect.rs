@@ -60,7 +60,10 @@ type RawPages = Vec<(u64, Vec<Vec<u8>>)>;
 impl RedisBackend {
     /// One `SCAN` step over the keys of this cache of one type (`"*"` for all) on the server
     /// of `via` (a shard it serves); each key comes with its shard, and only keys of
-    /// `shards` are kept (a slot being migrated can leave keys of another server's shard).
+    /// `shards` are kept (a slot being migrated can leave keys of another server's shard),
+    /// of that type by their parsed form: with several shards the pattern (`{p#*}:r:*`)
+    /// also matches an entry whose cache key holds `}:r:` (`{p#5}:d:/q=}:r:x`), which is no
+    /// index.
     pub(super) async fn scan_keys(
         &self,
         via: usize,
@@ -83,8 +86,9 @@ impl RedisBackend {
         let page = keys
             .into_iter()
             .filter_map(|key| {
-                let (shard, _) = layout.locate(&key)?;
-                shards.contains(&shard).then_some((shard, key))
+                let (shard, found) = layout.locate(&key)?;
+                (shards.contains(&shard) && (kind == "*" || found == kind))
+                    .then_some((shard, key))
             })
             .collect();
         Ok((next, page))

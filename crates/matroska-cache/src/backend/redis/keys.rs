@@ -404,7 +404,6 @@ impl KeySpace {
     }
 
     /// The dependency whose index is `redis_key`, if it is an index key of this prefix.
-    #[cfg(test)]
     pub(crate) fn dep_of_index(&self, redis_key: &str) -> Option<Dep> {
         redis_key
             .strip_prefix(&self.tag)?

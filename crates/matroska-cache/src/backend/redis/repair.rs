@@ -243,10 +243,7 @@ impl RedisBackend {
             let (next, keys) = self.scan_index_keys(via, &shards, cursor).await?;
             let mut by_home: BTreeMap<usize, Invocation> = BTreeMap::new();
             for (shard, key) in keys {
-                let Some(dep) = key
-                    .split_once("}:r:")
-                    .and_then(|(_, text)| text.parse::<Dep>().ok())
-                else {
+                let Some(dep) = layout.shard(shard).dep_of_index(&key) else {
                     continue;
                 };
                 let home = layout.home_of(&dep);
