@@ -128,12 +128,14 @@ pub enum Error {
 
     /// The eviction policy could not be read, so its safety could not be checked.
     ///
-    /// Allow the cache's Redis user `CONFIG GET` (ACL `+config|get`), or, if you have checked
-    /// the policy yourself, call
+    /// It is read from `INFO memory` (`maxmemory_policy`), which every Redis 7 reports; a
+    /// proxy in front of Redis may not. If you have checked the policy yourself, call
     /// [`RedisBackendBuilder::assume_safe_eviction_policy`](crate::RedisBackendBuilder::assume_safe_eviction_policy).
+    /// (Do not grant the cache's user `CONFIG GET` for this: it also reads `requirepass` and
+    /// `masterauth`.)
     #[error(
-        "cannot read Redis maxmemory-policy to check that indexes cannot be evicted ({0}); \
-         grant the user +config|get or call assume_safe_eviction_policy()"
+        "cannot read Redis maxmemory_policy to check that indexes cannot be evicted ({0}); \
+         if you checked it yourself, call assume_safe_eviction_policy()"
     )]
     EvictionPolicyUnknown(#[source] ServerError),
 

@@ -123,22 +123,38 @@ async fn allkeys_eviction_policies_are_refused_with_the_fix() {
     }
 }
 
+/// Issue 20, item 10: the eviction policy is read from `INFO memory`, so the cache's user
+/// needs no `CONFIG GET` (which would also read `requirepass` and `masterauth`); an unsafe
+/// policy is still refused for such a user.
 #[tokio::test]
-async fn a_user_without_config_rights_gets_an_error_naming_the_fix() {
-    let server = RedisServer::builder().acl_user("app", "pw").start();
-    let mut admin = server.connection();
-    let _: () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("app")
-        .arg("-config")
-        .query(&mut admin)
-        .unwrap();
-    let err = MatroskaCache::redis(&server.url(), "p").await.unwrap_err();
-    assert!(matches!(err, Error::EvictionPolicyUnknown(_)), "{err}");
-    assert!(
-        err.to_string().contains("assume_safe_eviction_policy"),
-        "{err}"
-    );
+async fn a_user_without_config_rights_is_checked_all_the_same() {
+    for (policy, safe) in [("volatile-lru", true), ("allkeys-lru", false)] {
+        let server = RedisServer::builder()
+            .acl_user("app", "pw")
+            .config("maxmemory-policy", policy)
+            .start();
+        let mut admin = server.connection();
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("app")
+            .arg("-config")
+            .query(&mut admin)
+            .unwrap();
+        match MatroskaCache::redis(&server.url(), "p").await {
+            Ok(cache) => {
+                assert!(safe, "{policy} accepted");
+                cache.put("k", &1, [dep::tag("t")], MINUTE).await.unwrap();
+                assert_eq!(cache.get::<i32>("k").await.unwrap(), Some(1));
+            }
+            Err(err) => {
+                assert!(!safe, "{policy}: {err}");
+                assert!(
+                    matches!(err, Error::UnsafeEvictionPolicy { .. }),
+                    "{policy}: {err}"
+                );
+            }
+        }
+    }
 }
 
 /// Under a volatile policy and memory pressure Redis evicts entries, never an index, so no
@@ -896,4 +912,46 @@ async fn a_cache_key_that_looks_like_an_index_never_stops_the_prune() {
     );
     assert_eq!(after.removed, 0);
     assert_eq!(cache.invalidate([dep::tag("b")]).await.unwrap(), 4);
+}
+
+/// Issue 20, item 10: the minimal ACL the README gives for one tenant (its prefix's keys,
+/// the commands the backend sends) is enough for every operation, prune included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_acl_is_enough() {
+    let server = RedisServer::start();
+    let mut admin = server.connection();
+    let rules = "on >pw ~{tenant}* ~{tenant#* resetchannels -@all \
+                 +get +mget +set +del +unlink +exists +getrange +setbit +bitop +rename +incr \
+                 +hget +hmget +hset +hdel +hlen +hgetall +hscan +scan +time \
+                 +evalsha +eval +script|load +info +wait +ping";
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("tenant")
+        .arg(rules.split_whitespace().collect::<Vec<_>>())
+        .query(&mut admin)
+        .unwrap();
+    let url = format!("redis://tenant:pw@127.0.0.1:{}/", server.port());
+    for shards in [1, 16] {
+        let cache = MatroskaCache::new(
+            RedisBackend::builder(&url, "tenant")
+                .shards(shards)
+                .auto_prune(None)
+                .build()
+                .await
+                .unwrap(),
+        );
+        cache.put("k", &1, [dep::tag("t")], MINUTE).await.unwrap();
+        assert_eq!(cache.get::<i32>("k").await.unwrap(), Some(1));
+        let v: i32 = cache
+            .get_or_compute("c", MINUTE, || async {
+                Ok::<_, std::convert::Infallible>((2, [dep::tag("t")]))
+            })
+            .await
+            .unwrap();
+        assert_eq!(v, 2);
+        assert_eq!(cache.invalidate([dep::tag("t")]).await.unwrap(), 2);
+        cache.prune().await.unwrap();
+        assert!(cache.delete("k").await.is_ok());
+        let _: () = redis::cmd("FLUSHALL").query(&mut admin).unwrap();
+    }
 }

@@ -41,7 +41,7 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
 
-    /// Skip the check of Redis's maxmemory-policy, for managed Redis that denies CONFIG GET.
+    /// Skip the check of Redis's maxmemory-policy (read from INFO memory), for a proxy that does not report it.
     /// Only if you know it is noeviction or volatile-*: allkeys-* loses invalidations.
     #[arg(long, env = "MATROSKA_ASSUME_SAFE_EVICTION_POLICY", global = true)]
     assume_safe_eviction_policy: bool,

@@ -202,7 +202,8 @@ impl RedisBackendBuilder {
         self
     }
 
-    /// Skip reading `maxmemory-policy` at connect, for servers that deny `CONFIG GET`.
+    /// Skip checking `maxmemory-policy` at connect (it is read from `INFO memory`), for a
+    /// proxy that does not report it.
     ///
     /// Only call this if you know the policy is `noeviction` or `volatile-*`: under an
     /// `allkeys-*` policy Redis may evict an index and invalidations are lost.
@@ -285,18 +286,14 @@ impl RedisBackendBuilder {
             let session = node.session().await?;
             check_version(&session.version)?;
             if self.check_eviction_policy {
-                let mut conn = session.conn.clone();
-                let reply: Vec<String> = tokio::time::timeout(
-                    self.timeout,
-                    redis::cmd("CONFIG")
-                        .arg("GET")
-                        .arg("maxmemory-policy")
-                        .query_async(&mut conn),
-                )
-                .await
-                .map_err(|_| Error::Timeout(self.timeout))?
-                .map_err(|e| Error::EvictionPolicyUnknown(e.into()))?;
-                let policy = reply.get(1).cloned().unwrap_or_default();
+                // From `INFO memory`, read at connect: no `CONFIG GET`, which would also let
+                // the cache's user read `requirepass` and `masterauth`.
+                let policy = session.eviction_policy.clone().ok_or_else(|| {
+                    Error::EvictionPolicyUnknown(crate::error::ServerError::cluster(
+                        "ERR",
+                        "INFO memory reports no maxmemory_policy",
+                    ))
+                })?;
                 if policy.starts_with("allkeys-") {
                     return Err(Error::UnsafeEvictionPolicy { policy });
                 }

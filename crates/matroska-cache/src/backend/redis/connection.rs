@@ -112,6 +112,8 @@ pub(crate) struct Session {
     pub(crate) identity: String,
     /// The replication id part of the identity.
     replication_id: String,
+    /// The server's `maxmemory_policy` (`INFO memory`), if it reports one.
+    pub(crate) eviction_policy: Option<String>,
     /// When a reply last came on this connection ([`now_ms`]).
     last_used: AtomicU64,
     /// When anything last came on this connection, an error reply too ([`now_ms`]).
@@ -382,6 +384,7 @@ impl Node {
             let info: String = redis::cmd("INFO")
                 .arg("server")
                 .arg("replication")
+                .arg("memory")
                 .query_async(&mut conn)
                 .await?;
             Ok::<_, redis::RedisError>((conn, info))
@@ -397,12 +400,26 @@ impl Node {
         let run_id = field("run_id:").unwrap_or_else(unknown);
         let replication_id = replication(&info).1.unwrap_or_else(unknown);
         let identity = format!("{run_id}/{replication_id}");
-        debug!(%identity, %version, "connected to Redis");
+        let eviction_policy = field("maxmemory_policy:");
+        debug!(%identity, %version, ?eviction_policy, "connected to Redis");
+        if eviction_policy
+            .as_deref()
+            .is_some_and(|p| p.starts_with("allkeys-"))
+        {
+            // Checked at build; a replica promoted since, or a CONFIG SET, can change it.
+            tracing::error!(
+                node = %self.name,
+                policy = ?eviction_policy,
+                "this Redis server may evict dependency indexes and lose invalidations: set \
+                 maxmemory-policy to volatile-lru (or noeviction)"
+            );
+        }
         Ok(Session {
             conn,
             version,
             identity,
             replication_id,
+            eviction_policy,
             last_used: AtomicU64::new(now_ms()),
             last_heard: AtomicU64::new(now_ms()),
             checking: tokio::sync::Mutex::new(()),

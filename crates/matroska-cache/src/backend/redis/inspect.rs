@@ -87,8 +87,7 @@ impl RedisBackend {
             .into_iter()
             .filter_map(|key| {
                 let (shard, found) = layout.locate(&key)?;
-                (shards.contains(&shard) && (kind == "*" || found == kind))
-                    .then_some((shard, key))
+                (shards.contains(&shard) && (kind == "*" || found == kind)).then_some((shard, key))
             })
             .collect();
         Ok((next, page))
