@@ -955,3 +955,19 @@ async fn the_readme_acl_is_enough() {
         let _: () = redis::cmd("FLUSHALL").query(&mut admin).unwrap();
     }
 }
+
+/// Issue 20, low: a builder's `Debug` (a configuration logged with `{:?}`) never shows a
+/// password, in the user part or in a unix socket URL's query.
+#[test]
+fn a_builder_never_prints_a_password() {
+    for url in [
+        "redis://app:hunter2@127.0.0.1:6379/",
+        "rediss://:hunter2@cache.internal:6380/0",
+        "redis+unix:///run/redis.sock?db=2&pass=hunter2",
+        "unix:///run/redis.sock?password=hunter2",
+    ] {
+        let shown = format!("{:?}", RedisBackend::builder(url, "p"));
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("***"), "{shown}");
+    }
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use matroska_cache::backend::redis::redact_url as redact;
 use matroska_cache::codec::{Encoded, Format};
 use matroska_cache::{Backend, Dep, RedisBackend};
 use serde_json::json;
@@ -94,20 +95,6 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
         return Err("the TTL must be above zero".to_owned());
     }
     Ok(ttl)
-}
-
-/// The URL with its password replaced by `***`.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    match rest.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-            None => format!("{scheme}://{userinfo}@{host}"),
-        },
-        None => url.to_owned(),
-    }
 }
 
 /// A failure: one line on stderr and exit code 2.

@@ -18,8 +18,8 @@ use crate::error::{Error, Result};
 /// up to about 40 to serve at least three (see `docs/cluster.md`).
 pub const DEFAULT_CLUSTER_SHARDS: u16 = 128;
 
-/// Configures and connects a [`RedisBackend`].
-#[derive(Debug)]
+/// Configures and connects a [`RedisBackend`]. Its `Debug` output shows the URLs with their
+/// passwords redacted ([`redact_url`]).
 #[must_use]
 pub struct RedisBackendBuilder {
     urls: Vec<String>,
@@ -38,6 +38,72 @@ pub struct RedisBackendBuilder {
     require_replicas: Option<(usize, Duration)>,
     #[cfg(feature = "tls")]
     tls_root_certificate: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for RedisBackendBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<String> = self.urls.iter().map(|u| redact_url(u)).collect();
+        f.debug_struct("RedisBackendBuilder")
+            .field("urls", &urls)
+            .field("cluster", &self.cluster)
+            .field("prefix", &self.prefix)
+            .field("shards", &self.shards)
+            .field("adopt_shards", &self.adopt_shards)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("batch_size", &self.batch_size)
+            .field("max_ticket_age", &self.max_ticket_age)
+            .field("check_eviction_policy", &self.check_eviction_policy)
+            .field("auto_prune", &self.auto_prune)
+            .field("require_replicas", &self.require_replicas)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `url` with its password replaced by `***`, wherever a Redis URL can hold one: after the
+/// user (`redis://user:secret@host`, `rediss://:secret@host`) or as a query parameter
+/// (`redis+unix:///run/redis.sock?pass=secret`, `password=`). For logs and error messages.
+///
+/// ```
+/// use matroska_cache::backend::redis::redact_url;
+///
+/// assert_eq!(redact_url("redis://app:s3cret@10.0.0.1:6379/0"), "redis://app:***@10.0.0.1:6379/0");
+/// assert_eq!(
+///     redact_url("redis+unix:///run/redis.sock?db=1&pass=s3cret"),
+///     "redis+unix:///run/redis.sock?db=1&pass=***"
+/// );
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                None => format!("{scheme}://{userinfo}@{host}"),
+            },
+            None => base.to_owned(),
+        },
+        None => base.to_owned(),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((name, _))
+                    if ["pass", "password"].contains(&name.to_ascii_lowercase().as_str()) =>
+                {
+                    format!("{name}=***")
+                }
+                _ => param.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
 }
 
 impl RedisBackend {

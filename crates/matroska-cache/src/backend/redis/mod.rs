@@ -86,7 +86,7 @@ use router::{Invocation, Router};
 use scripts::{BEGIN, DEPS, DIRECTORY_BITS, DIRECTORY_VERSION, PRUNE, PUT, REGISTER, RELEASE};
 use tracing::debug;
 
-pub use builder::{RedisBackendBuilder, DEFAULT_CLUSTER_SHARDS};
+pub use builder::{redact_url, RedisBackendBuilder, DEFAULT_CLUSTER_SHARDS};
 pub use entry::StoredEntry;
 pub use inspect::{PrefixStats, ServerStats};
 pub(crate) use keys::KeySpace;
