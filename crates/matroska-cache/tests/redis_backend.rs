@@ -911,6 +911,19 @@ async fn a_cache_key_that_looks_like_an_index_never_stops_the_prune() {
         "{before:?} then {after:?}"
     );
     assert_eq!(after.removed, 0);
+    assert_eq!(after.unreadable, 0);
+    // A key of another type under an index's name (written by something else) is skipped
+    // and counted; the rest of the pass goes on.
+    let mut conn = server.connection();
+    let index: String = redis::cmd("KEYS")
+        .arg("{scan#*}:r:tag:b")
+        .query::<Vec<String>>(&mut conn)
+        .unwrap()
+        .remove(0);
+    let (tag, _) = index.split_once(':').unwrap();
+    let _: () = conn.set(format!("{tag}:r:tag:not-a-hash"), "x").unwrap();
+    let skipped = cache.prune().await.unwrap();
+    assert_eq!(skipped.unreadable, 1, "{skipped:?}");
     assert_eq!(cache.invalidate([dep::tag("b")]).await.unwrap(), 4);
 }
 

@@ -309,12 +309,19 @@ async fn run(cli: Cli) -> Result<Outcome, Failure> {
                     "members": report.members,
                     "removed": report.removed,
                     "directories": report.directories,
+                    "unreadable": report.unreadable,
                 }));
             } else {
                 println!(
                     "pruned {} indexes: {} members visited, {} removed, {} directories deleted",
                     report.indexes, report.members, report.removed, report.directories
                 );
+                if report.unreadable > 0 {
+                    println!(
+                        "skipped {} keys named as indexes that are not (another type)",
+                        report.unreadable
+                    );
+                }
             }
         }
     }

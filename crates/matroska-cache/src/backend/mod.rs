@@ -43,6 +43,9 @@ pub struct PruneReport {
     /// Directories deleted because no shard holds a dependent of their dependency any more
     /// (Redis with several shards; see `docs/cluster.md`).
     pub directories: u64,
+    /// Keys named as dependency indexes that are not indexes (another type: written by
+    /// something else under the prefix), skipped and left alone.
+    pub unreadable: u64,
 }
 
 /// Taken before reading the source of truth; a [fenced put](Backend::put_fenced) with it

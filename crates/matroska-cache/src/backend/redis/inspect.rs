@@ -11,7 +11,7 @@ use redis::Pipeline;
 use super::{parse_members, RedisBackend};
 use crate::backend::PruneReport;
 use crate::dep::Dep;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// What a prefix holds, from [`RedisBackend::prefix_stats`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -129,19 +129,45 @@ impl RedisBackend {
 
     /// Calls `visit` with every page of members of every index in `indexes` (all on `via`'s
     /// server): first pages pipelined, the rest of a large index one `HSCAN` at a time.
+    /// Returns how many of them were not hashes (`WRONGTYPE`: a key of another type under
+    /// an index's name), which are skipped: one such key must not stop a walk.
     async fn index_pages<'a>(
         &self,
         via: usize,
         indexes: &'a [(usize, String)],
         mut visit: impl FnMut(usize, &'a str, Vec<(String, u64)>),
-    ) -> Result<()> {
+    ) -> Result<u64> {
         if indexes.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
-        let pages = self
+        let firsts = self
             .scan_pages(via, indexes.iter().map(|(_, index)| (index.as_str(), 0)))
-            .await?;
-        for ((shard, index), (mut cursor, members)) in indexes.iter().zip(pages) {
+            .await;
+        let mut unreadable = 0;
+        let firsts: Vec<Option<(u64, Members)>> = match firsts {
+            Ok(pages) => pages.into_iter().map(Some).collect(),
+            Err(error) if error.to_string().contains("WRONGTYPE") => {
+                // The pipeline failed as a whole: one index at a time, skipping the others.
+                let mut pages = Vec::with_capacity(indexes.len());
+                for (shard, index) in indexes {
+                    match self.scan_index(*shard, index, 0).await {
+                        Ok(page) => pages.push(Some(page)),
+                        Err(Error::Redis(e)) if e.code() == Some("WRONGTYPE") => {
+                            tracing::warn!(key = %index, "not an index (another type): skipped");
+                            unreadable += 1;
+                            pages.push(None);
+                        }
+                        Err(error) => return Err(error),
+                    }
+                }
+                pages
+            }
+            Err(error) => return Err(error),
+        };
+        for ((shard, index), first) in indexes.iter().zip(firsts) {
+            let Some((mut cursor, members)) = first else {
+                continue;
+            };
             visit(*shard, index, members);
             while cursor != 0 {
                 let (next, members) = self.scan_index(*shard, index, cursor).await?;
@@ -149,7 +175,7 @@ impl RedisBackend {
                 cursor = next;
             }
         }
-        Ok(())
+        Ok(unreadable)
     }
 
     /// Which of `members` (cache key, generation) of `shard` still name a live entry.
@@ -315,10 +341,11 @@ impl RedisBackend {
                 // indexes left with nothing but old invalidation marks. Batches hold at most
                 // `batch_size` members, and at most `batch_size` indexes, of one shard.
                 let mut pages: BTreeMap<usize, Vec<(&str, Members)>> = BTreeMap::new();
-                self.index_pages(via, &index_keys, |shard, index, members| {
-                    pages.entry(shard).or_default().push((index, members))
-                })
-                .await?;
+                report.unreadable += self
+                    .index_pages(via, &index_keys, |shard, index, members| {
+                        pages.entry(shard).or_default().push((index, members))
+                    })
+                    .await?;
                 for (shard, pages) in pages {
                     let mut batch: Vec<(&str, Vec<(String, u64)>)> = Vec::new();
                     let mut batch_members = 0;
