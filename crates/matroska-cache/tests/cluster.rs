@@ -53,6 +53,19 @@ async fn one_cache_spreads_over_every_master() {
     // One invalidation reaches every shard that holds dependents, on every master.
     assert_eq!(cache.invalidate([dep::tag("home")]).await.unwrap(), ENTRIES);
     assert_eq!(cache.get::<String>("article:1:html").await.unwrap(), None);
+    // Issue 20, item 4, on the cluster: cache keys that the index pattern `{p#*}:r:*`
+    // matches (an HTTP layer's key for `GET /posts?q=}:r:x`, one per shard at random) stop
+    // no prune pass; before, every pass failed with WRONGTYPE.
+    for i in 0..64 {
+        let key = format!("http:-:/posts?q=}}:r:{i}");
+        cache
+            .put(&key, "<p>q</p>", [dep::tag("q")], TTL)
+            .await
+            .unwrap();
+    }
+    let report = cache.prune().await.unwrap();
+    assert_eq!(report.unreadable, 0, "{report:?}");
+    assert_eq!(cache.invalidate([dep::tag("q")]).await.unwrap(), 64);
 }
 
 /// A shard whose master fails over starts a new epoch: what the promoted replica holds reads
