@@ -984,3 +984,36 @@ fn a_builder_never_prints_a_password() {
         assert!(shown.contains("***"), "{shown}");
     }
 }
+
+/// Issue 20, low: a fenced put (a read-through result) with 12,000 dependencies, about 8,500
+/// distinct fence buckets, is stored: the fence table is read and written in chunks (Lua's
+/// `unpack` holds about 8,000 values; such pages were never cached).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_put_with_twelve_thousand_dependencies_is_stored() {
+    let server = RedisServer::start();
+    for shards in [1, 16] {
+        let cache = MatroskaCache::new(
+            RedisBackend::builder(&server.url(), &format!("many{shards}"))
+                .shards(shards)
+                .auto_prune(None)
+                .build()
+                .await
+                .unwrap(),
+        );
+        let deps: Vec<_> = (0..12_000).map(|i| dep::id("row", i)).collect();
+        let ticket = cache.ticket().await.unwrap();
+        assert!(cache
+            .put_fenced("report", &1, deps.clone(), MINUTE, &ticket)
+            .await
+            .unwrap());
+        assert_eq!(cache.invalidate([dep::id("row", 11_999)]).await.unwrap(), 1);
+        // And a read-through whose computation overlapped an invalidation of one of them
+        // is still refused.
+        let ticket = cache.ticket().await.unwrap();
+        cache.invalidate([dep::id("row", 5)]).await.unwrap();
+        assert!(!cache
+            .put_fenced("report", &2, deps, MINUTE, &ticket)
+            .await
+            .unwrap());
+    }
+}

@@ -20,8 +20,26 @@
 --               in one shard both as a dependency's home and among its dependents uses two
 --               tokens there, each started and ended once.)
 -- Dependencies sharing a bucket only ever make a put be refused needlessly: a miss, never a
--- stale value. The table's size is bounded whatever the number of dependencies. Callers
--- pass at most a few hundred buckets at once (unpack() puts them on Lua's C stack).
+-- stale value. The table's size is bounded whatever the number of dependencies. Any number
+-- of buckets may be passed: the reads and writes below go in chunks (unpack() puts every
+-- element on Lua's C stack, which holds about 8,000).
+
+-- redis.call(command, key, ...) over `items` in chunks; the replies, concatenated when they
+-- are lists.
+local FENCE_CHUNK = 1000
+local function fence_chunks(command, key, items)
+    local replies = {}
+    for first = 1, #items, FENCE_CHUNK do
+        local last = math.min(first + FENCE_CHUNK - 1, #items)
+        local reply = redis.call(command, key, unpack(items, first, last))
+        if type(reply) == 'table' then
+            for _, value in ipairs(reply) do
+                replies[#replies + 1] = value
+            end
+        end
+    end
+    return replies
+end
 
 local function now_ms()
     local t = redis.call('TIME')
@@ -37,7 +55,7 @@ local function fence_get(fences, buckets, now)
         fields[#fields + 1] = bucket
         fields[#fields + 1] = bucket .. ':r'
     end
-    local values = redis.call('HMGET', fences, unpack(fields))
+    local values = fence_chunks('HMGET', fences, fields)
     local states = {}
     for i = 1, #buckets do
         local state = {0, 0, 0, {}, false}
@@ -117,10 +135,9 @@ local function fence_set(fences, buckets, states)
             emptied[#emptied + 1] = bucket .. ':r'
         end
     end
-    redis.call('HSET', fences, unpack(fields))
-    if #emptied > 0 then
-        redis.call('HDEL', fences, unpack(emptied))
-    end
+    -- Field-value pairs: an even chunk size keeps each pair in one HSET.
+    fence_chunks('HSET', fences, fields)
+    fence_chunks('HDEL', fences, emptied)
 end
 
 -- The distinct values of ARGV[first .. first + count - 1].
