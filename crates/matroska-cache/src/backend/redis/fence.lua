@@ -46,7 +46,7 @@ local function now_ms()
     return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- The states of `buckets` (one HMGET), in the same order: {mark, count (0 past its
+-- The states of `buckets` (HMGET), in the same order: {mark, count (0 past its
 -- deadline), deadline, runs, listed}, runs holding the deadline of each token still running,
 -- listed whether the bucket has a `:r` field.
 local function fence_get(fences, buckets, now)
@@ -114,7 +114,7 @@ local function fence_end(state, token, mark)
     return alive
 end
 
--- Writes `states` (as fence_get returns them) for `buckets`: one HSET, and one HDEL of the
+-- Writes `states` (as fence_get returns them) for `buckets`: HSET, and HDEL of the
 -- `:r` fields no run is left in (the table keeps a field per bucket, and one more only while
 -- an invalidation runs). string.format, not concatenation: Lua prints numbers past 14 digits
 -- in exponent notation.
