@@ -133,13 +133,7 @@ async fn a_user_without_config_rights_is_checked_all_the_same() {
             .acl_user("app", "pw")
             .config("maxmemory-policy", policy)
             .start();
-        let mut admin = server.connection();
-        let _: () = redis::cmd("ACL")
-            .arg("SETUSER")
-            .arg("app")
-            .arg("-config")
-            .query(&mut admin)
-            .unwrap();
+        server.acl_setuser("app", "-config");
         match MatroskaCache::redis(&server.url(), "p").await {
             Ok(cache) => {
                 assert!(safe, "{policy} accepted");
@@ -937,12 +931,7 @@ async fn the_readme_acl_is_enough() {
                  +get +mget +set +del +unlink +exists +getrange +setbit +bitop +rename +incr \
                  +hget +hmget +hset +hdel +hlen +hgetall +hscan +scan +time \
                  +evalsha +eval +script|load +info +wait +ping";
-    let _: () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("tenant")
-        .arg(rules.split_whitespace().collect::<Vec<_>>())
-        .query(&mut admin)
-        .unwrap();
+    server.acl_setuser("tenant", rules);
     let url = format!("redis://tenant:pw@127.0.0.1:{}/", server.port());
     for shards in [1, 16] {
         let cache = MatroskaCache::new(

@@ -250,13 +250,7 @@ fn errors_are_one_line_with_a_nonzero_exit_and_no_password() {
 #[test]
 fn a_user_without_config_rights_needs_no_flag() {
     let server = RedisServer::builder().acl_user("ops", "pw").start();
-    let mut admin = server.connection();
-    let _: () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("ops")
-        .arg("-config")
-        .query(&mut admin)
-        .unwrap();
+    server.acl_setuser("ops", "-config");
     let matroska = || {
         let mut cmd = Command::cargo_bin("matroska").unwrap();
         cmd.env("MATROSKA_REDIS_URL", server.url())

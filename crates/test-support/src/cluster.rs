@@ -34,6 +34,8 @@ pub struct NodeInfo {
     pub failed: bool,
     /// The slot ranges it serves (masters).
     pub slots: Vec<(u16, u16)>,
+    /// The id of its master (replicas).
+    pub master_id: Option<String>,
 }
 
 impl RedisCluster {
@@ -240,20 +242,15 @@ impl RedisCluster {
         began.elapsed()
     }
 
-    /// The master of the replica on `port`, by its own view.
+    /// The master of the replica on `port`.
     fn master_of(&self, port: u16) -> Option<NodeInfo> {
-        let text = connect(self.node(port))
-            .and_then(|mut conn| {
-                redis::cmd("CLUSTER")
-                    .arg("NODES")
-                    .query::<String>(&mut conn)
-            })
-            .ok()?;
-        let master_id = text.lines().find_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            (fields.len() > 3 && fields[2].contains("myself")).then(|| fields[3].to_owned())
-        })?;
-        self.topology().into_iter().find(|n| n.id == master_id)
+        let topology = self.topology();
+        let master_id = topology
+            .iter()
+            .find(|n| n.port == port)?
+            .master_id
+            .clone()?;
+        topology.into_iter().find(|n| n.id == master_id)
     }
 
     /// The slot ranges the master on `port` serves.
@@ -469,6 +466,7 @@ fn parse_nodes(text: &str) -> Vec<NodeInfo> {
                 master: flags.contains("master"),
                 failed: flags.contains("fail") && !flags.contains("fail?"),
                 slots,
+                master_id: (fields[3] != "-").then(|| fields[3].to_owned()),
             })
         })
         .collect()
@@ -487,6 +485,8 @@ mod tests {
         let nodes = parse_nodes(text);
         assert_eq!(nodes.len(), 4);
         assert!(!nodes[0].master);
+        assert_eq!(nodes[0].master_id.as_deref(), Some("e7d1"));
+        assert_eq!(nodes[1].master_id, None);
         assert_eq!(nodes[1].slots, vec![(5461, 10922)]);
         assert_eq!(nodes[2].slots, vec![(0, 5460)]);
         assert!(nodes[3].failed);

@@ -183,6 +183,17 @@ impl RedisServer {
             .expect("connect to the test redis-server")
     }
 
+    /// `ACL SETUSER user <rules>` (space-separated, as in `redis-cli`), on the
+    /// [`connection`](Self::connection).
+    pub fn acl_setuser(&self, user: &str, rules: &str) {
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(user)
+            .arg(rules.split_whitespace().collect::<Vec<_>>())
+            .exec(&mut self.connection())
+            .expect("ACL SETUSER");
+    }
+
     /// Kills the server (as a crash would: no shutdown, no save).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

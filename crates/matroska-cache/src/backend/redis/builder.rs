@@ -360,7 +360,7 @@ impl RedisBackendBuilder {
                         "INFO memory reports no maxmemory_policy",
                     ))
                 })?;
-                if policy.starts_with("allkeys-") {
+                if connection::evicts_indexes(&policy) {
                     return Err(Error::UnsafeEvictionPolicy { policy });
                 }
                 debug!(%policy, "Redis eviction policy is safe for dependency indexes");

@@ -72,13 +72,6 @@ const USER_TIMEOUT: Duration = Duration::from_secs(30);
 /// (A hung server process, `SIGSTOP`, still has its kernel acknowledge: the request timeout
 /// and the router deal with that; see `RedisBackend::send`.)
 pub(crate) fn tcp_settings() -> TcpSettings {
-    let settings = TcpSettings::default().set_keepalive(keepalive());
-    #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
-    let settings = settings.set_user_timeout(USER_TIMEOUT);
-    settings
-}
-
-fn keepalive() -> socket2::TcpKeepalive {
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(KEEPALIVE_IDLE)
         .with_interval(KEEPALIVE_INTERVAL);
@@ -89,17 +82,29 @@ fn keepalive() -> socket2::TcpKeepalive {
         target_os = "freebsd"
     ))]
     let keepalive = keepalive.with_retries(KEEPALIVE_PROBES);
-    keepalive
+    let settings = TcpSettings::default().set_keepalive(keepalive);
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+    let settings = settings.set_user_timeout(USER_TIMEOUT);
+    settings
 }
 
 /// [`tcp_settings`] on a socket opened by hand (TLS connections).
 #[cfg(feature = "tls")]
 pub(crate) fn tune(tcp: &tokio::net::TcpStream) -> std::io::Result<()> {
+    let settings = tcp_settings();
     let socket = socket2::SockRef::from(tcp);
-    socket.set_tcp_keepalive(&keepalive())?;
+    if let Some(keepalive) = settings.keepalive() {
+        socket.set_tcp_keepalive(keepalive)?;
+    }
     #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
-    socket.set_tcp_user_timeout(Some(USER_TIMEOUT))?;
+    socket.set_tcp_user_timeout(settings.user_timeout())?;
     Ok(())
+}
+
+/// Whether a `maxmemory-policy` may evict keys without a TTL, such as dependency indexes
+/// (which would lose invalidations).
+pub(crate) fn evicts_indexes(policy: &str) -> bool {
+    policy.starts_with("allkeys-")
 }
 
 /// A connection to one server process.
@@ -402,10 +407,7 @@ impl Node {
         let identity = format!("{run_id}/{replication_id}");
         let eviction_policy = field("maxmemory_policy:");
         debug!(%identity, %version, ?eviction_policy, "connected to Redis");
-        if eviction_policy
-            .as_deref()
-            .is_some_and(|p| p.starts_with("allkeys-"))
-        {
+        if eviction_policy.as_deref().is_some_and(evicts_indexes) {
             // Checked at build; a replica promoted since, or a CONFIG SET, can change it.
             tracing::error!(
                 node = %self.name,

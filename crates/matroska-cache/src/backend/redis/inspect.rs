@@ -11,7 +11,7 @@ use redis::Pipeline;
 use super::{parse_members, RedisBackend};
 use crate::backend::PruneReport;
 use crate::dep::Dep;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// What a prefix holds, from [`RedisBackend::prefix_stats`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -54,8 +54,9 @@ type KeyPage = Vec<(usize, String)>;
 /// An index's members: `(cache key, generation)`.
 type Members = Vec<(String, u64)>;
 
-/// `HSCAN` replies: each the next cursor and the flat field/value list.
-type RawPages = Vec<(u64, Vec<Vec<u8>>)>;
+/// `HSCAN` replies: each the next cursor and the flat field/value list, or the error of
+/// that one command.
+type RawPages = Vec<redis::RedisResult<(u64, Vec<Vec<u8>>)>>;
 
 impl RedisBackend {
     /// One `SCAN` step over the keys of this cache of one type (`"*"` for all) on the server
@@ -106,13 +107,16 @@ impl RedisBackend {
     /// One `HSCAN` page of each `(index, cursor)` of the shards served by `via`'s server,
     /// in one round trip: most indexes (one per object) have a handful of members, and one
     /// round trip per index would make walking a large cache take minutes. Each page is the
-    /// next cursor and the `(cache key, generation)` pairs.
+    /// next cursor and the `(cache key, generation)` pairs, or `None` for a key that is no
+    /// hash (`WRONGTYPE`: a key of another type under an index's name), so that one such key
+    /// does not fail the others.
     pub(super) async fn scan_pages(
         &self,
         via: usize,
         scans: impl ExactSizeIterator<Item = (&str, u64)>,
-    ) -> Result<Vec<(u64, Vec<(String, u64)>)>> {
+    ) -> Result<Vec<Option<(u64, Members)>>> {
         let mut pipe = Pipeline::with_capacity(scans.len());
+        pipe.ignore_errors();
         for (index, cursor) in scans {
             pipe.cmd("HSCAN")
                 .arg(index)
@@ -121,10 +125,14 @@ impl RedisBackend {
                 .arg(self.batch_size);
         }
         let (pages, _): (RawPages, u64) = self.send(via, |_| pipe.clone().into()).await?;
-        Ok(pages
+        pages
             .into_iter()
-            .map(|(cursor, flat)| (cursor, parse_members(flat)))
-            .collect())
+            .map(|page| match page {
+                Ok((cursor, flat)) => Ok(Some((cursor, parse_members(flat)))),
+                Err(error) if error.code() == Some("WRONGTYPE") => Ok(None),
+                Err(error) => Err(error.into()),
+            })
+            .collect()
     }
 
     /// Calls `visit` with every page of members of every index in `indexes` (all on `via`'s
@@ -142,30 +150,12 @@ impl RedisBackend {
         }
         let firsts = self
             .scan_pages(via, indexes.iter().map(|(_, index)| (index.as_str(), 0)))
-            .await;
+            .await?;
         let mut unreadable = 0;
-        let firsts: Vec<Option<(u64, Members)>> = match firsts {
-            Ok(pages) => pages.into_iter().map(Some).collect(),
-            Err(error) if error.to_string().contains("WRONGTYPE") => {
-                // The pipeline failed as a whole: one index at a time, skipping the others.
-                let mut pages = Vec::with_capacity(indexes.len());
-                for (shard, index) in indexes {
-                    match self.scan_index(*shard, index, 0).await {
-                        Ok(page) => pages.push(Some(page)),
-                        Err(Error::Redis(e)) if e.code() == Some("WRONGTYPE") => {
-                            tracing::warn!(key = %index, "not an index (another type): skipped");
-                            unreadable += 1;
-                            pages.push(None);
-                        }
-                        Err(error) => return Err(error),
-                    }
-                }
-                pages
-            }
-            Err(error) => return Err(error),
-        };
         for ((shard, index), first) in indexes.iter().zip(firsts) {
             let Some((mut cursor, members)) = first else {
+                tracing::warn!(key = %index, "not an index (another type): skipped");
+                unreadable += 1;
                 continue;
             };
             visit(*shard, index, members);

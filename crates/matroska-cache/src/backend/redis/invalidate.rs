@@ -32,7 +32,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::try_join_all;
@@ -98,14 +98,9 @@ impl RedisBackend {
         let mut dropped = 0;
         for attempt in 1..=RUNS {
             let run = Run::new();
-            let outcome = self.run_chunk(&run, deps).await;
-            written.extend(
-                run.written
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .iter(),
-            );
-            dropped += outcome?;
+            let (more, shards) = self.run_chunk(&run, deps).await?;
+            dropped += more;
+            written.extend(shards);
             if !run.lapsed.load(Ordering::SeqCst) {
                 return Ok(dropped);
             }
@@ -122,15 +117,16 @@ impl RedisBackend {
         )))
     }
 
-    /// One run of a chunk, kept alive by its heartbeat until it ends.
-    async fn run_chunk(&self, run: &Run, deps: &[Dep]) -> Result<u64> {
+    /// One run of a chunk, kept alive by its heartbeat until it ends; how many entries it
+    /// dropped, and the shards it wrote to.
+    async fn run_chunk(&self, run: &Run, deps: &[Dep]) -> Result<(u64, BTreeSet<usize>)> {
         let stop = Notify::new();
         let work = async {
             let outcome = if self.router.layout().len() == 1 {
                 let deps: Vec<&Dep> = deps.iter().collect();
                 self.invalidate_in_shard(run, 0, &deps, Marks::Own)
                     .await
-                    .map(|(dropped, _)| dropped)
+                    .map(|(dropped, _)| (dropped, BTreeSet::from([0])))
             } else {
                 self.invalidate_sharded(run, deps).await
             };
@@ -277,16 +273,16 @@ impl RedisBackend {
         Ok(mark)
     }
 
-    /// One chunk on a sharded cache: see the module documentation.
-    async fn invalidate_sharded(&self, run: &Run, deps: &[Dep]) -> Result<u64> {
+    /// One chunk on a sharded cache: see the module documentation. Returns how many entries
+    /// it dropped, and the shards it wrote to: shard 0 (the marks), the homes, the shards
+    /// visited.
+    async fn invalidate_sharded(&self, run: &Run, deps: &[Dep]) -> Result<(u64, BTreeSet<usize>)> {
         let layout = self.router.layout();
-        run.writes_to([0]);
         let mark = self.next_mark().await?;
         let mut homes: BTreeMap<usize, Vec<&Dep>> = BTreeMap::new();
         for dep in deps {
             homes.entry(layout.home_of(dep)).or_default().push(dep);
         }
-        run.writes_to(homes.keys().copied());
         let started: Vec<(HomeStarted, u64)> = self
             .send_all(
                 homes
@@ -343,9 +339,13 @@ impl RedisBackend {
             }
         }
         let dropped = self.visit_shards(run, &shards, mark).await?;
+        let written: BTreeSet<usize> = std::iter::once(0)
+            .chain(homes.keys().copied())
+            .chain(shards.keys().copied())
+            .collect();
         let ends = run.ending().await;
         if ends.is_empty() {
-            return Ok(dropped); // no dependents anywhere: finished at the homes
+            return Ok((dropped, written)); // no dependents anywhere: finished at the homes
         }
         // Every dependent is gone: end the invalidation where it runs, above every ticket
         // taken meanwhile (those may have read a dependent not yet dropped).
@@ -358,7 +358,7 @@ impl RedisBackend {
             .collect();
         let ended: Vec<((u64, u8), u64)> = self.send_all(ends).await?;
         ended.iter().for_each(|((_, lapsed), _)| run.note(*lapsed));
-        Ok(dropped)
+        Ok((dropped, written))
     }
 
     /// Runs the steps in each shard of `shards` (with their dependencies), every master at
@@ -423,7 +423,6 @@ impl RedisBackend {
     ) -> Result<(u64, bool)> {
         let layout = self.router.layout();
         let keys = layout.shard(shard);
-        run.writes_to([shard]);
         let chunk = Chunk {
             run,
             shard,
@@ -494,7 +493,10 @@ impl RedisBackend {
                 .iter()
                 .map(|(position, cursor)| (chunk.indexes[*position].as_str(), *cursor));
             let pages = self.scan_pages(chunk.shard, scans).await?;
-            for ((position, _), (next, members)) in round.into_iter().zip(pages) {
+            // A key of another type under an index's name holds no member (invalidate.lua's
+            // HLEN already refused it: this is never reached with one).
+            for ((position, _), page) in round.into_iter().zip(pages) {
+                let (next, members) = page.unwrap_or_default();
                 for (key, generation) in members {
                     if generation < snapshot {
                         batch.push((position, key, entry::generation_text(generation)));
@@ -573,8 +575,6 @@ struct Run {
     places: Mutex<BTreeMap<(usize, u64), Vec<u64>>>,
     /// A place had stopped counting the run as running before a sign of life or its end.
     lapsed: AtomicBool,
-    /// The shards it sent writes to.
-    written: std::sync::Mutex<BTreeSet<usize>>,
 }
 
 impl Run {
@@ -583,16 +583,7 @@ impl Run {
             token: rand::random::<u64>() & !1,
             places: Mutex::new(BTreeMap::new()),
             lapsed: AtomicBool::new(false),
-            written: std::sync::Mutex::default(),
         }
-    }
-
-    /// Notes that the run sends writes to `shards`.
-    fn writes_to(&self, shards: impl IntoIterator<Item = usize>) {
-        self.written
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(shards);
     }
 
     /// The token at the dependencies' homes.
