@@ -701,6 +701,51 @@ mod tests {
         }
     }
 
+    /// Issue 19, item 8: every process learns that a repair is due, not only the one whose
+    /// handshake began the epoch (which may be gone). Here the marks appear with no
+    /// handshake in this process: its repairer sleeps until one of its invalidations meets
+    /// an incomplete home, and then repairs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_invalidation_that_meets_an_incomplete_home_starts_the_repair() {
+        let server = tokio::task::block_in_place(RedisServer::start);
+        let backend = RedisBackend::builder(&server.url(), "told")
+            .shards(16)
+            .auto_prune(None)
+            .build()
+            .await
+            .unwrap();
+        let layout = backend.router.layout();
+        let cache = MatroskaCache::new(backend.clone());
+        let d = dep::tag("d");
+        cache
+            .put("k", &1, [d.clone()], Duration::from_secs(600))
+            .await
+            .unwrap();
+        while backend.repair_pending().await.unwrap() > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut conn = server.connection();
+        for home in 0..16 {
+            redis::cmd("SET")
+                .arg(layout.shard(home).incomplete())
+                .arg("lost")
+                .exec(&mut conn)
+                .unwrap();
+        }
+        // The repairer wakes every second, but nothing told it.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert_eq!(backend.repair_pending().await.unwrap(), 16);
+        // It is the invalidation that meets the mark (it visits every shard meanwhile).
+        assert_eq!(cache.invalidate([d]).await.unwrap(), 1);
+        for _ in 0..200 {
+            if backend.repair_pending().await.unwrap() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no repair within 10 s of the invalidation that met the marks");
+    }
+
     /// Two pruning passes over one directory (issue 19, item 4), step by step: pass A buries
     /// a directory whose one shard holds nothing; a put registers another shard (a new
     /// directory); pass B buries that into A's tombstone; A finds its shard empty and
