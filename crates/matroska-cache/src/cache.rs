@@ -18,7 +18,7 @@ use crate::detach;
 use crate::error::{Error, Result};
 use crate::flight::Flights;
 use crate::stats::{Counter, Counters, Op, Stats};
-use crate::ttl;
+use crate::{key, ttl};
 
 /// A cache whose entries declare what they were built from.
 ///
@@ -257,6 +257,7 @@ impl MatroskaCache {
     ) -> Result<bool> {
         let _timer = self.inner.counters.time(Op::Put);
         let ttl = self.count(ttl::check(ttl))?;
+        self.count(key::check(key))?;
         let encoded = self.count(Encoded::encode(key, value))?;
         let deps = dep::sorted_unique(deps);
         let backend = &self.inner.backend;
@@ -289,7 +290,8 @@ impl MatroskaCache {
     ///
     /// Replaces any previous entry under `key` together with its dependencies: an old
     /// dependency no longer drops the new value. Strings are stored as they are, other values
-    /// as JSON. A `ttl` of zero or above [`MAX_TTL`](crate::MAX_TTL) is [`Error::InvalidTtl`].
+    /// as JSON. A `ttl` of zero or above [`MAX_TTL`](crate::MAX_TTL) is [`Error::InvalidTtl`];
+    /// a key longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) is [`Error::KeyTooLong`].
     pub async fn put<T: Serialize + ?Sized>(
         &self,
         key: &str,
@@ -299,6 +301,7 @@ impl MatroskaCache {
     ) -> Result<()> {
         let _timer = self.inner.counters.time(Op::Put);
         let ttl = self.count(ttl::check(ttl))?;
+        self.count(key::check(key))?;
         let encoded = self.count(Encoded::encode(key, value))?;
         let deps = dep::sorted_unique(deps);
         let size = encoded.bytes.len();

@@ -23,6 +23,19 @@ pub enum Error {
         ttl: Duration,
     },
 
+    /// A write was given a key longer than [`MAX_KEY_LEN`](crate::key::MAX_KEY_LEN) (1 KiB).
+    ///
+    /// A key is copied into every dependency's index, which no eviction policy frees, so long
+    /// keys are refused instead of pinning memory. Store under a digest of what makes the key
+    /// (`#[cached]` does this by itself); `get_or_compute` computes without storing.
+    #[error("a key of {length} bytes is longer than the 1024 a write accepts (it begins {head:?})")]
+    KeyTooLong {
+        /// The key's length in bytes.
+        length: usize,
+        /// Its first 64 bytes.
+        head: String,
+    },
+
     /// A builder was given a setting that cannot work.
     ///
     /// The message names the setting and what it accepts.

@@ -31,6 +31,7 @@ pub mod dep;
 mod detach;
 pub mod error;
 mod flight;
+pub mod key;
 #[cfg(feature = "sea-orm")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sea-orm")))]
 pub mod orm;
@@ -49,6 +50,7 @@ pub use dep::Dep;
 pub use error::{Error, Result, ServerError};
 pub use read_through::{depends_on, with_dependencies};
 pub use stats::Stats;
+pub use key::MAX_KEY_LEN;
 pub use ttl::MAX_TTL;
 
 /// What the derive macros' expansions name; not part of the API.

@@ -51,7 +51,7 @@ use crate::dep::{self, Dep};
 use crate::error::Error;
 use crate::flight::{Flight, Role, Shared};
 use crate::stats::{Counter, Op};
-use crate::ttl;
+use crate::{key, ttl};
 
 /// A computation running in a task: what it has collected, and the one it runs inside.
 struct Computation {
@@ -197,10 +197,11 @@ impl MatroskaCache {
         Fut: Future<Output = Result<(T, D), E>> + Send,
         E: Send,
     {
-        let ttl = match ttl::check(ttl) {
+        let ttl = match ttl::check(ttl).and_then(|ttl| key::check(key).map(|()| ttl)) {
             Ok(ttl) => ttl,
-            // Like `put`, an invalid TTL is refused; here that means the value is returned
-            // but not stored (and the cache is not read for a value it could not renew).
+            // Like `put`, an invalid TTL or key is refused; here that means the value is
+            // returned but not stored (and the cache is not read for a value it could not
+            // renew).
             Err(error) => {
                 self.fault(key, &error);
                 return self.compute_uncached(key, compute).await;
@@ -297,7 +298,8 @@ impl MatroskaCache {
 
     fn fault(&self, key: &str, error: &Error) {
         self.inner.counters.add(Counter::Faults, 1);
-        warn!(key, %error, "cache fault in get_or_compute; computing instead");
+        // The key's head only: keys made from requests can be long.
+        warn!(key = key::head(key), %error, "cache fault in get_or_compute; computing instead");
     }
 
     /// Waits for the leader in this process; `None` if it stored nothing.

@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use matroska_cache::{dep, Error, MAX_TTL};
+use matroska_cache::{dep, Error, MAX_KEY_LEN, MAX_TTL};
 use serde::{Deserialize, Serialize};
 use support::Harness;
 
@@ -224,6 +224,44 @@ async fn one_ttl_rule_on_every_backend(h: Harness) {
     assert!(!c.has("zero").await.unwrap());
 }
 
+/// A key is copied into every dependency's index (which has no TTL): writes refuse keys over
+/// `MAX_KEY_LEN` instead of letting one request pin memory at key length times dependencies.
+async fn one_key_length_rule_on_every_backend(h: Harness) {
+    let c = &h.cache;
+    let deps: Vec<_> = (0..50).map(|i| dep::id("article", i)).collect();
+    let longest = "k".repeat(MAX_KEY_LEN);
+    c.put(&longest, &1, deps.clone(), MINUTE).await.unwrap();
+    assert_eq!(c.get::<u32>(&longest).await.unwrap(), Some(1));
+
+    let long = "k".repeat(100_000);
+    let err = c.put(&long, &1, deps.clone(), MINUTE).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::KeyTooLong { length: 100_000, head } if head.len() == 64)
+            && !err.is_transient(),
+        "{err}"
+    );
+    assert!(err.to_string().len() < 300, "the error is bounded: {err}");
+    let ticket = c.ticket().await.unwrap();
+    let err = c
+        .put_fenced(&long, &1, deps.clone(), MINUTE, &ticket)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::KeyTooLong { .. }), "{err}");
+    // get_or_compute computes, counts a fault, stores nothing.
+    let faults = c.stats().faults;
+    let v: u32 = c
+        .get_or_compute(&long, MINUTE, || async {
+            Ok::<_, std::io::Error>((7, deps.clone()))
+        })
+        .await
+        .unwrap();
+    assert_eq!(v, 7);
+    assert_eq!(c.stats().faults, faults + 1);
+    assert!(!c.has(&long).await.unwrap());
+    // Only the entry of the longest accepted key depends on the articles.
+    assert_eq!(c.invalidate(&deps).await.unwrap(), 1);
+}
+
 async fn unlimited_durations_do_not_panic(h: Harness) {
     let c = h.with_unlimited_durations().await;
     c.put("k", "v", [dep::tag("t")], MINUTE).await.unwrap();
@@ -359,6 +397,7 @@ backend_tests!(
     values_of_every_kind,
     wrong_type_is_an_error_not_a_panic,
     one_ttl_rule_on_every_backend,
+    one_key_length_rule_on_every_backend,
     unlimited_durations_do_not_panic,
     entries_expire,
     arbitrary_utf8_keys_and_deps,
