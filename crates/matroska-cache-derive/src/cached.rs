@@ -76,6 +76,12 @@ fn parse_options(attr: TokenStream2) -> syn::Result<Options> {
             if name.value().is_empty() {
                 return Err(syn::Error::new(name.span(), "the name must not be empty"));
             }
+            if name.value().chars().any(|c| c.is_control() || c == '(' || c == '=') {
+                return Err(syn::Error::new(
+                    name.span(),
+                    "the name must not hold control characters, `(` or `=`",
+                ));
+            }
             options.name = Some(name);
         } else if path.is_ident("cache_none") {
             let value: LitBool = meta.value()?.parse()?;
@@ -212,15 +218,18 @@ fn expand_fn(options: Options, mut function: ImplItemFn) -> syn::Result<TokenStr
     let name_text = name.to_string();
 
     // The key, from the parameters in scope (`key` borrows them).
+    let own_owner = match &receiver {
+        Some(_) => quote!(::std::any::type_name::<Self>()),
+        None => quote!(::core::module_path!()),
+    };
     let key = match &options.key {
         Some(expr) => quote! {
-            ::matroska_cache::__private::key_from_expression(&(#expr))
+            ::matroska_cache::__private::key_from_expression(#own_owner, #name_text, &(#expr))
         },
         None => {
-            let (owner, name_text) = match (&options.name, &receiver) {
-                (Some(name), _) => (quote!(""), name.value()),
-                (None, Some(_)) => (quote!(::std::any::type_name::<Self>()), name_text.clone()),
-                (None, None) => (quote!(::core::module_path!()), name_text.clone()),
+            let (owner, name_text) = match &options.name {
+                Some(name) => (quote!(""), name.value()),
+                None => (own_owner, name_text.clone()),
             };
             let type_args = generics.params.iter().filter_map(|p| match p {
                 GenericParam::Type(t) => {

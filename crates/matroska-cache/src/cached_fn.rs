@@ -16,7 +16,17 @@
 //!   `load::<u64>` never share an entry.
 //! - Each argument (not the receiver, not those marked `#[skip]`) is its serde JSON, with the
 //!   keys of every map sorted: the same across processes, builds and platforms, unlike
-//!   `std::hash`.
+//!   `std::hash`. An argument whose JSON would lose what tells it apart (a NaN or infinite
+//!   float, which JSON writes as `null` like `None`; `Some(None)`) makes the call run
+//!   without the cache, counted as a fault.
+//! - `key = EXPR` gives `<owner>::<name>=<the expression's text>`.
+//! - A key longer than [`MAX_KEY_LEN`] keeps its part before the arguments (or the `=`) and
+//!   puts `(#sha256=<hex>)`, the SHA-256 of the whole key, in place of the rest.
+//!
+//! The key is the arguments' *serialized* form: fields a `Serialize` implementation leaves
+//! out (`#[serde(skip)]`, a hand-written impl) are not in it, so two calls that differ only
+//! there share an entry. Never pass a credential (a token, a session) as an argument to stand
+//! for a user: pass the verified user id, and `#[skip]` the credential.
 //!
 //! Type paths come from [`std::any::type_name`], which the standard library does not promise
 //! to keep the same across compiler versions (it has not changed in years). Pin a method's or
@@ -37,6 +47,8 @@ use crate::codec::canonical_json;
 use crate::collect::Dependencies;
 use crate::dep::Dep;
 use crate::error::Error;
+use crate::key::MAX_KEY_LEN;
+use crate::key_argument;
 use crate::stats::Counter;
 
 /// A parameter of a `#[cached]` function that is part of its key: anything `Serialize`.
@@ -46,13 +58,29 @@ use crate::stats::Counter;
     note = "mark the parameter `#[skip]` to leave it out of the key, or give the function `key = ...`"
 )]
 pub trait KeyArgument {
-    /// The argument as JSON.
+    /// The argument as JSON; an error where JSON would lose what tells it apart from
+    /// another value (a NaN, `Some(None)`).
     fn to_json(&self) -> serde_json::Result<serde_json::Value>;
 }
 
 impl<T: Serialize + ?Sized> KeyArgument for T {
     fn to_json(&self) -> serde_json::Result<serde_json::Value> {
-        serde_json::to_value(self)
+        let json = serde_json::to_value(self)?;
+        // Only a `null` can stand for two values.
+        if holds_null(&json) {
+            key_argument::check(self).map_err(serde::ser::Error::custom)?;
+        }
+        Ok(json)
+    }
+}
+
+fn holds_null(json: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match json {
+        Value::Null => true,
+        Value::Array(items) => items.iter().any(holds_null),
+        Value::Object(fields) => fields.values().any(holds_null),
+        _ => false,
     }
 }
 
@@ -83,6 +111,7 @@ pub fn key(
         // Writing to a String cannot fail.
         let _ = write!(key, "@v{version}");
     }
+    let function = key.len();
     key.push('(');
     for (i, argument) in arguments.iter().enumerate() {
         if i > 0 {
@@ -97,7 +126,27 @@ pub fn key(
         key.push_str(&text);
     }
     key.push(')');
-    Ok(key)
+    Ok(bounded(key, function))
+}
+
+/// `key` itself if a write accepts it, else the part before `at` followed by `(#sha256=`,
+/// the SHA-256 of the whole key in hex and `)`.
+///
+/// A SHA-256 collision is out of reach (2^128 work), so the digest stands for the key.
+fn bounded(key: String, at: usize) -> String {
+    use sha2::Digest as _;
+    if key.len() <= MAX_KEY_LEN {
+        return key;
+    }
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let mut short = String::with_capacity(at + 80);
+    short.push_str(&key[..at]);
+    short.push_str("(#sha256=");
+    for byte in digest {
+        let _ = write!(short, "{byte:02x}");
+    }
+    short.push(')');
+    short
 }
 
 /// The `<name>_key` companion's answer: the key, or, for arguments that cannot be encoded
@@ -106,9 +155,16 @@ pub fn key_or_reason(key: Result<String, Error>) -> String {
     key.unwrap_or_else(|error| format!("<no key: {error}>"))
 }
 
-/// The `key = ...` override: the expression's text.
-pub fn key_from_expression(key: impl std::fmt::Display) -> Result<String, Error> {
-    Ok(key.to_string())
+/// The `key = ...` override: `<owner>::<name>=` and the expression's text, so that no two
+/// functions (and no HTTP layer) share a key; a SHA-256 digest stands for a long text.
+pub fn key_from_expression(
+    owner: &str,
+    name: &str,
+    key: impl std::fmt::Display,
+) -> Result<String, Error> {
+    let text = format!("{owner}::{name}={key}");
+    let function = owner.len() + 2 + name.len();
+    Ok(bounded(text, function))
 }
 
 /// A `#[cached]` call: `get_or_compute` under `key`, storing the function's result when

@@ -32,6 +32,7 @@ mod detach;
 pub mod error;
 mod flight;
 pub mod key;
+mod key_argument;
 #[cfg(feature = "sea-orm")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sea-orm")))]
 pub mod orm;
@@ -130,9 +131,12 @@ pub use matroska_cache_derive::Dependencies;
 ///   `"1h 30m"`), checked at compile time: above zero, at most [`MAX_TTL`].
 /// - `version = N`: part of the key; raise it when the result's type or meaning changes, so
 ///   that old entries are not read.
-/// - `key = EXPR`: the whole key, any `Display` (`key = format!("profile:{id}")`); the
-///   parameters then need not be `Serialize`.
-/// - `name = "..."`: replaces the module path and function name in the key.
+/// - `key = EXPR`: the key after `<module path>::<name>=`, any `Display`
+///   (`key = format!("profile:{id}")` gives `app::profile=profile:1`); the parameters then
+///   need not be `Serialize`. The prefix keeps two functions (and the HTTP layer) from
+///   sharing entries.
+/// - `name = "..."`: replaces the module path and function name in the key (no control
+///   characters, `(` or `=`).
 /// - `cache_none = true`: for a function returning `Option`, stores `None` too.
 /// - `deps_from_value`: adds the dependencies found in the result ([`Dependencies`]; for a
 ///   `Result`, in its `Ok` value) to those the body declared.
@@ -149,8 +153,37 @@ pub use matroska_cache_derive::Dependencies;
 /// which the standard library does not promise to keep across compiler versions: pin such a
 /// key with `name = "..."` or `key = ...` where that matters. Arguments whose order is
 /// arbitrary (a `HashSet`) make arbitrary keys: use ordered collections. An argument whose
-/// `Serialize` fails at run time (a map with non-string keys) makes the call run without
-/// the cache, counted as a fault.
+/// `Serialize` fails at run time (a map with non-string keys), or whose JSON would lose what
+/// tells it apart (a NaN or infinite float, written `null` like `None`; `Some(None)`), makes
+/// the call run without the cache, counted as a fault. A key longer than
+/// [`MAX_KEY_LEN`] stores under a SHA-256 digest of its arguments.
+///
+/// **The key is the arguments' serialized form.** Fields that `Serialize` leaves out
+/// (`#[serde(skip)]`, a hand-written impl) are not in it: calls that differ only there share
+/// one entry. Never let a credential stand for a user in a key:
+///
+/// ```
+/// # use matroska_cache::{cached, MatroskaCache};
+/// # use std::sync::LazyLock;
+/// # static CACHE: LazyLock<MatroskaCache> = LazyLock::new(MatroskaCache::in_memory);
+/// #[derive(serde::Serialize)]
+/// struct Session {
+///     user_id: u64,
+///     #[serde(skip)]
+///     token: String,
+/// }
+///
+/// // Wrong: `token` is not in the key, so a forged token reads user 7's inbox once the
+/// // real user has. Verify the session first and pass the user id instead:
+/// #[cached(cache = CACHE, ttl = "1m")]
+/// async fn inbox(session: Session) -> String {
+///     format!("inbox of user {}", session.user_id)
+/// }
+///
+/// let real = Session { user_id: 7, token: "real".into() };
+/// let forged = Session { user_id: 7, token: "forged".into() };
+/// assert_eq!(inbox_key(real), inbox_key(forged));
+/// ```
 ///
 /// # What is stored
 ///

@@ -123,6 +123,23 @@ impl Repo {
         id
     }
 
+    /// Products under a price: `None` means no filter.
+    #[cached(cache = self.cache, ttl = "60s")]
+    async fn products(&self, max_price: Option<f64>) -> Vec<String> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        match max_price {
+            None => vec!["lamp".into(), "desk".into()],
+            Some(max) if max >= 10.0 => vec!["lamp".into()],
+            Some(_) => vec![],
+        }
+    }
+
+    #[cached(cache = self.cache, ttl = "60s")]
+    async fn search(&self, query: String) -> usize {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        query.len()
+    }
+
     #[cached(cache = self.cache, ttl = "60s")]
     async fn by_coordinates(&self, cells: HashMap<(u8, u8), u8>) -> usize {
         self.runs.fetch_add(1, Ordering::SeqCst);
@@ -274,7 +291,44 @@ async fn unencodable_arguments_run_without_the_cache(h: Harness) {
     assert!(repo.by_coordinates_key(cells).starts_with("<no key: "));
 }
 
+/// JSON writes NaN and the infinities as `null`, like `None`: a client's `?max_price=NaN`
+/// must not store its (empty) result under the unfiltered listing's key.
+async fn non_finite_floats_run_without_the_cache(h: Harness) {
+    let repo = Repo::new(&h.cache);
+    assert_eq!(repo.products(None).await.len(), 2);
+    let faults = h.cache.stats().faults;
+    assert!(repo.products(Some(f64::NAN)).await.is_empty());
+    repo.products(Some(f64::INFINITY)).await;
+    repo.products(Some(f64::NEG_INFINITY)).await;
+    for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        assert!(repo.products_key(Some(bad)).starts_with("<no key: "));
+    }
+    assert_eq!(h.cache.stats().faults, faults + 3);
+    assert_eq!(repo.runs(), 4);
+    // The unfiltered listing is untouched and still cached.
+    assert_eq!(repo.products(None).await.len(), 2);
+    assert_eq!(repo.products(Some(20.0)).await.len(), 1);
+    assert_eq!(repo.runs(), 5);
+    assert_ne!(repo.products_key(None), repo.products_key(Some(0.0)));
+}
+
+/// Long arguments store under a digest: the key stays within what a write accepts.
+async fn long_arguments_store_under_a_digest(h: Harness) {
+    let repo = Repo::new(&h.cache);
+    let long = "q".repeat(60_000);
+    let key = repo.search_key(long.clone());
+    assert!(key.len() <= matroska_cache::MAX_KEY_LEN, "{}", key.len());
+    assert!(key.starts_with("cached::Repo::search(#sha256="), "{key}");
+    assert_ne!(key, repo.search_key(format!("{long}!")));
+    assert_eq!(repo.search(long.clone()).await, 60_000);
+    assert_eq!(repo.search(long).await, 60_000);
+    assert_eq!(repo.runs(), 1);
+    assert!(h.cache.has(&key).await.unwrap());
+}
+
 backend_tests!(
+    non_finite_floats_run_without_the_cache,
+    long_arguments_store_under_a_digest,
     ok_values_are_stored_errors_are_not,
     none_is_stored_only_when_asked,
     plain_values_are_always_stored,
@@ -364,7 +418,7 @@ fn keys_are_pinned() {
         "cached::decode::<i64>(\"1\")"
     );
     assert_eq!(load_settings_key(), "settings()");
-    assert_eq!(article_html_key(9), "article:9:html");
+    assert_eq!(article_html_key(9), "cached::article_html=article:9:html");
 }
 
 #[tokio::test]
@@ -386,7 +440,7 @@ async fn free_functions_on_a_static_cache() {
     assert_eq!(article_html(5, &db).await, "<h1>Hello</h1>");
     assert_eq!(
         CACHE
-            .get::<String>("article:5:html")
+            .get::<String>("cached::article_html=article:5:html")
             .await
             .unwrap()
             .as_deref(),
