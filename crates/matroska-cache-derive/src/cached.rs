@@ -76,7 +76,11 @@ fn parse_options(attr: TokenStream2) -> syn::Result<Options> {
             if name.value().is_empty() {
                 return Err(syn::Error::new(name.span(), "the name must not be empty"));
             }
-            if name.value().chars().any(|c| c.is_control() || c == '(' || c == '=') {
+            if name
+                .value()
+                .chars()
+                .any(|c| c.is_control() || c == '(' || c == '=')
+            {
                 return Err(syn::Error::new(
                     name.span(),
                     "the name must not hold control characters, `(` or `=`",

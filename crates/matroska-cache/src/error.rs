@@ -28,7 +28,9 @@ pub enum Error {
     /// A key is copied into every dependency's index, which no eviction policy frees, so long
     /// keys are refused instead of pinning memory. Store under a digest of what makes the key
     /// (`#[cached]` does this by itself); `get_or_compute` computes without storing.
-    #[error("a key of {length} bytes is longer than the 1024 a write accepts (it begins {head:?})")]
+    #[error(
+        "a key of {length} bytes is longer than the 1024 a write accepts (it begins {head:?})"
+    )]
     KeyTooLong {
         /// The key's length in bytes.
         length: usize,

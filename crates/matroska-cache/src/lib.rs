@@ -49,9 +49,9 @@ pub use cache::{InvalidationHook, MatroskaCache, MatroskaCacheBuilder};
 pub use collect::{DepSet, Dependencies};
 pub use dep::Dep;
 pub use error::{Error, Result, ServerError};
+pub use key::MAX_KEY_LEN;
 pub use read_through::{depends_on, with_dependencies};
 pub use stats::Stats;
-pub use key::MAX_KEY_LEN;
 pub use ttl::MAX_TTL;
 
 /// What the derive macros' expansions name; not part of the API.

@@ -2,22 +2,23 @@
 //! responses are stored, and how.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
 use matroska_cache::{with_dependencies, Dep, MatroskaCache};
 use tower::{Layer, Service};
-use tracing::{debug, warn};
+use tracing::{debug, trace, warn};
 
+use crate::request::{self, header_digest, request_key, variant_key, RequestKey, Rules};
 use crate::stored::{matches, Stored, X_CACHE};
 use crate::surrogate::SurrogateKeys;
 
@@ -25,17 +26,73 @@ use crate::surrogate::SurrogateKeys;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RequestNoCache {
-    /// The handler runs again and its response replaces the cached one (the default).
-    #[default]
+    /// The handler runs again and its response replaces the cached one, whoever asks: any
+    /// client can then make the handler run (and replace a page) at will. Prefer
+    /// [`CacheLayer::refresh_if`], which honours it only for requests you trust.
     Refresh,
-    /// The cached response is served: entries are dropped when what they were built from
-    /// changes, so they are never stale, and a client cannot make the handler run.
+    /// The cached response is served (the default, as CDNs do): entries are dropped when
+    /// what they were built from changes, so they are never stale, and a client cannot make
+    /// the handler run.
+    #[default]
     Ignore,
 }
 
-/// How a request that carries `Authorization` or `Cookie` is keyed: the user's part of the
-/// key, or `None` to bypass the cache.
-type PerUser = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
+/// How a request that carries credentials is keyed: the user's identity, or `None` to
+/// bypass the cache.
+#[derive(Clone)]
+enum Identity {
+    Now(FromParts),
+    Later(Arc<dyn Fn(&Parts) -> Later + Send + Sync>),
+}
+
+/// A text found in a request (an identity, a part of the key), or `None`.
+type FromParts = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
+type Later = BoxFuture<'static, Option<String>>;
+
+impl Identity {
+    async fn of(&self, parts: &Parts) -> Option<String> {
+        match self {
+            Identity::Now(identity) => identity(parts),
+            Identity::Later(identity) => identity(parts).await,
+        }
+    }
+}
+
+type Predicate = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
+
+/// The variants of each URL this process stored lately: at most `max` per URL.
+#[derive(Clone)]
+struct Variants {
+    max: usize,
+    seen: moka::sync::Cache<String, Arc<Mutex<Vec<String>>>>,
+}
+
+impl Variants {
+    fn new(max: usize, ttl: Duration) -> Variants {
+        Variants {
+            max,
+            seen: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(ttl.max(Duration::from_secs(1)))
+                .build(),
+        }
+    }
+
+    /// Whether the variant `key` of `base` may be stored: it was, or there is room.
+    fn admit(&self, base: &str, key: &str) -> bool {
+        let seen = self.seen.get_with_by_ref(base, Arc::default);
+        let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if seen.iter().any(|k| k == key) {
+            return true;
+        }
+        // The base entry is a variant too.
+        if seen.len() + 1 >= self.max {
+            return false;
+        }
+        seen.push(key.to_owned());
+        true
+    }
+}
 
 #[derive(Clone)]
 struct Config {
@@ -44,10 +101,14 @@ struct Config {
     max_body: usize,
     statuses: Vec<StatusCode>,
     no_cache: RequestNoCache,
-    per_user: Option<PerUser>,
+    refresh_if: Option<Predicate>,
+    per_user: Option<Identity>,
+    key_with: Option<FromParts>,
+    rules: Rules,
+    variants: Variants,
     deps: Vec<Dep>,
     surrogate: Option<SurrogateKeys>,
-    prefix: String,
+    namespace: String,
 }
 
 /// A tower layer that caches `GET` (and `HEAD`) responses in a [`MatroskaCache`], each with
@@ -78,15 +139,20 @@ pub struct CacheLayer {
 
 impl fmt::Debug for CacheLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.config;
         f.debug_struct("CacheLayer")
-            .field("ttl", &self.config.ttl)
-            .field("max_body", &self.config.max_body)
-            .field("statuses", &self.config.statuses)
-            .field("no_cache", &self.config.no_cache)
-            .field("per_user", &self.config.per_user.is_some())
-            .field("deps", &self.config.deps)
-            .field("surrogate", &self.config.surrogate)
-            .field("prefix", &self.config.prefix)
+            .field("ttl", &c.ttl)
+            .field("max_body", &c.max_body)
+            .field("statuses", &c.statuses)
+            .field("no_cache", &c.no_cache)
+            .field("refresh_if", &c.refresh_if.is_some())
+            .field("per_user", &c.per_user.is_some())
+            .field("key_with", &c.key_with.is_some())
+            .field("rules", &c.rules)
+            .field("max_variants", &c.variants.max)
+            .field("deps", &c.deps)
+            .field("surrogate", &c.surrogate)
+            .field("namespace", &c.namespace)
             .finish()
     }
 }
@@ -94,10 +160,33 @@ impl fmt::Debug for CacheLayer {
 /// The body size above which a response passes through uncached, unless set.
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 
+/// How many variants of one URL (values of the headers its `Vary` names) a process stores,
+/// unless set.
+pub const DEFAULT_MAX_VARIANTS: usize = 16;
+
 impl CacheLayer {
     /// Caches responses in `cache` for at most `ttl` (a TTL the cache refuses, such as zero,
     /// stores nothing: each such response is a cache fault, logged and counted).
+    ///
+    /// The layer's keys are its own: another layer, built elsewhere in the program or in
+    /// another program sharing the cache, never serves this one's pages. The namespace is
+    /// where this call is (program, file, line and column), so it changes when that line
+    /// moves: each deploy that moves it starts this layer's pages afresh (never wrong, a
+    /// cold start). Name it with [`key_prefix`](Self::key_prefix) to keep pages across
+    /// such deploys.
+    #[track_caller]
     pub fn new(cache: MatroskaCache, ttl: Duration) -> CacheLayer {
+        let here = std::panic::Location::caller();
+        let program = std::env::current_exe()
+            .ok()
+            .and_then(|path| Some(path.file_stem()?.to_string_lossy().into_owned()))
+            .unwrap_or_default();
+        let place = format!(
+            "{program}\n{}\n{}\n{}",
+            here.file(),
+            here.line(),
+            here.column()
+        );
         CacheLayer {
             config: Arc::new(Config {
                 cache,
@@ -105,10 +194,14 @@ impl CacheLayer {
                 max_body: DEFAULT_MAX_BODY,
                 statuses: vec![StatusCode::OK],
                 no_cache: RequestNoCache::default(),
+                refresh_if: None,
                 per_user: None,
+                key_with: None,
+                rules: Rules::default(),
+                variants: Variants::new(DEFAULT_MAX_VARIANTS, ttl),
                 deps: Vec::new(),
                 surrogate: None,
-                prefix: "http".to_owned(),
+                namespace: format!("@{}", &request::digest(place.as_bytes())[..16]),
             }),
         }
     }
@@ -128,19 +221,115 @@ impl CacheLayer {
         self.with(|c| c.statuses.extend(statuses))
     }
 
-    /// What a request's `Cache-Control: no-cache` does (default: [`RequestNoCache::Refresh`]).
+    /// What a request's `Cache-Control: no-cache` does for every request (default:
+    /// [`RequestNoCache::Ignore`]).
     pub fn request_no_cache(self, no_cache: RequestNoCache) -> CacheLayer {
         self.with(|c| c.no_cache = no_cache)
     }
 
-    /// Caches requests carrying `Authorization` or `Cookie` (which bypass the cache without
-    /// this) under a per-user key: `key` returns the user's identity (after verifying it;
-    /// the layer runs before the handler), or `None` to bypass.
+    /// Honours a request's `Cache-Control: no-cache` (the handler runs again and replaces
+    /// the entry) when `trusted` says so, such as for requests from an editor's network or
+    /// carrying a purge token; others are served from the cache.
+    pub fn refresh_if(
+        self,
+        trusted: impl Fn(&Parts) -> bool + Send + Sync + 'static,
+    ) -> CacheLayer {
+        self.with(|c| c.refresh_if = Some(Arc::new(trusted)))
+    }
+
+    /// Caches requests carrying credentials (which bypass the cache without this) under a
+    /// per-user key: `identity` returns the user's identity, or `None` to bypass.
+    ///
+    /// **It runs on every request, and on a hit it is the only check that runs**: the
+    /// handler does not. So it must authenticate and authorize completely: verify the token's
+    /// signature, and check revocation, disabled accounts and roles here, not in the handler
+    /// (or return `None` for requests it cannot decide, which then bypass). An identity it
+    /// returns for an unverified token lets anyone read that user's cached pages. For checks
+    /// that need I/O (a session store), use [`per_user_async`](Self::per_user_async).
+    /// Identities are digested before they reach a key.
     pub fn per_user(
+        self,
+        identity: impl Fn(&Parts) -> Option<String> + Send + Sync + 'static,
+    ) -> CacheLayer {
+        self.with(|c| c.per_user = Some(Identity::Now(Arc::new(identity))))
+    }
+
+    /// [`per_user`](Self::per_user) with an identity that needs I/O: a session looked up in
+    /// a store on every request, hits included, so that a revoked session is refused at
+    /// once. Return a future that owns what it needs (clone from `parts`).
+    pub fn per_user_async(
+        self,
+        identity: impl Fn(&Parts) -> BoxFuture<'static, Option<String>> + Send + Sync + 'static,
+    ) -> CacheLayer {
+        self.with(|c| c.per_user = Some(Identity::Later(Arc::new(identity))))
+    }
+
+    /// Adds what `key` returns to every request's key: a tenant, a client region, anything
+    /// a handler reads that is not in the URL, scheme, host or keyed headers (a request
+    /// extension, the client address). `None` bypasses the cache for that request.
+    ///
+    /// ```
+    /// # use matroska_cache::MatroskaCache;
+    /// # use matroska_http::CacheLayer;
+    /// # use std::time::Duration;
+    /// # #[derive(Clone)] struct Tenant(String);
+    /// # let cache = MatroskaCache::in_memory();
+    /// // An auth layer outside the cache layer put the tenant in the request's extensions.
+    /// let layer = CacheLayer::new(cache, Duration::from_secs(60))
+    ///     .key_with(|parts| parts.extensions.get::<Tenant>().map(|t| t.0.clone()));
+    /// ```
+    pub fn key_with(
         self,
         key: impl Fn(&Parts) -> Option<String> + Send + Sync + 'static,
     ) -> CacheLayer {
-        self.with(|c| c.per_user = Some(Arc::new(key)))
+        self.with(|c| c.key_with = Some(Arc::new(key)))
+    }
+
+    /// The request headers that carry credentials (default:
+    /// [`DEFAULT_CREDENTIAL_HEADERS`](crate::DEFAULT_CREDENTIAL_HEADERS)): a request with one
+    /// of them bypasses the cache unless [`per_user`](Self::per_user) keys it. Replaces the
+    /// list; extend the default to keep it.
+    pub fn credential_headers(self, names: impl IntoIterator<Item = HeaderName>) -> CacheLayer {
+        self.with(|c| c.rules.credentials = names.into_iter().collect())
+    }
+
+    /// Request headers whose values become part of the key (a digest of them), such as
+    /// `x-forwarded-proto` or `x-forwarded-host` from a proxy you trust; a request carrying
+    /// one of them then no longer bypasses for it.
+    pub fn key_headers(self, names: impl IntoIterator<Item = HeaderName>) -> CacheLayer {
+        self.with(|c| {
+            c.rules.keyed.extend(names);
+            c.rules.keyed.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+            c.rules.keyed.dedup();
+        })
+    }
+
+    /// Request headers that the handlers behind this layer never read, such as the
+    /// `x-forwarded-for` and `x-real-ip` every request through a reverse proxy carries: they
+    /// no longer make a request bypass. Naming a header here that a handler reads shares
+    /// one client's response with every other.
+    pub fn ignore_headers(self, names: impl IntoIterator<Item = HeaderName>) -> CacheLayer {
+        self.with(|c| c.rules.ignored.extend(names))
+    }
+
+    /// More request headers that make a request bypass unless keyed or ignored (beyond
+    /// [`DEFAULT_UNKEYED_HEADERS`](crate::DEFAULT_UNKEYED_HEADERS) and every
+    /// `x-forwarded-*`): headers a middleware inside the layer acts on.
+    pub fn unkeyed_headers(self, names: impl IntoIterator<Item = HeaderName>) -> CacheLayer {
+        self.with(|c| c.rules.unkeyed.extend(names))
+    }
+
+    /// The request headers a response's `Vary` may name and still be stored (default:
+    /// [`DEFAULT_VARY_ALLOWED`](crate::DEFAULT_VARY_ALLOWED)); a response varying on any
+    /// other passes through uncached. Replaces the list.
+    pub fn vary_allowed(self, names: impl IntoIterator<Item = HeaderName>) -> CacheLayer {
+        self.with(|c| c.rules.vary_allowed = names.into_iter().collect())
+    }
+
+    /// How many variants of one URL this process stores (default
+    /// [`DEFAULT_MAX_VARIANTS`]); requests for more pass through uncached (`BYPASS`).
+    pub fn max_variants(self, variants: usize) -> CacheLayer {
+        self.with(|c| c.variants = Variants::new(variants, c.ttl))
     }
 
     /// Adds `deps` to every response this layer stores (per-route tags).
@@ -153,10 +342,11 @@ impl CacheLayer {
         self.with(|c| c.surrogate = Some(keys))
     }
 
-    /// The first part of every cache key (default `http`): layers with different prefixes
-    /// sharing one cache keep apart.
+    /// Names this layer's part of the cache (default: where [`new`](Self::new) was called).
+    /// Layers with different prefixes never serve each other's pages; give two layers the
+    /// same prefix only when they serve the same pages (two processes of one service).
     pub fn key_prefix(self, prefix: &str) -> CacheLayer {
-        self.with(|c| c.prefix = prefix.to_owned())
+        self.with(|c| c.namespace = prefix.to_owned())
     }
 }
 
@@ -230,22 +420,18 @@ where
         return inner.call(request).await;
     }
     let (mut parts, body) = request.into_parts();
-    let user = if is_private(&parts.headers) {
-        match config.per_user.as_ref().and_then(|key| key(&parts)) {
-            Some(user) => Some(user),
-            None => {
-                let response = inner.call(Request::from_parts(parts, body)).await?;
-                return Ok(labelled(response, "BYPASS"));
-            }
+    let key = match key_of(&config, &parts, body.is_end_stream()).await {
+        Ok(key) => key,
+        Err(reason) => {
+            debug!(reason, "request bypasses the cache");
+            let response = inner.call(Request::from_parts(parts, body)).await?;
+            return Ok(labelled(response, "BYPASS"));
         }
-    } else {
-        None
     };
-    let base = base_key(&config.prefix, user.as_deref(), &parts);
+    let base = key.key.as_str();
     let conditional = parts.headers.get(header::IF_NONE_MATCH).cloned();
-    let refresh = config.no_cache == RequestNoCache::Refresh && asks_no_cache(&parts.headers);
-    if refresh {
-        drop_entry(&config, &base, &parts.headers).await;
+    if refreshes(&config, &parts) {
+        drop_entry(&config, base, &parts.headers).await;
     }
     // The handler sees a GET: a HEAD is served from the GET's entry.
     parts.method = Method::GET;
@@ -253,8 +439,8 @@ where
 
     let outcome = config
         .cache
-        .get_or_compute(&base, config.ttl, || {
-            compute(&config, &mut inner, &mut pending, None)
+        .get_or_compute(base, config.ttl, || {
+            compute(&config, &mut inner, &mut pending, &key, None)
         })
         .await;
     let stored = match outcome {
@@ -262,27 +448,39 @@ where
         Err(Uncached::Response(response)) => return Ok(uncached(response, head)),
         Err(Uncached::Failed(error)) => return Err(error),
     };
+    if stored.locator != key.locator {
+        // Two URLs with one digest: out of reach for SHA-256, refused all the same.
+        warn!("a cached response was stored for another URL with the same digest");
+        return pass(&mut inner, pending, head).await;
+    }
     // Another variant of the URL has its own entry. Only a hit can be another variant: a
     // response computed for this request (the request was taken) has its values.
     let variant = match &pending {
         Some(request) if !stored.vary.is_empty() && !vary_matches(&stored, request.headers()) => {
             let names: Vec<String> = stored.vary.iter().map(|(name, _)| name.clone()).collect();
-            let key = variant_key(&base, &names, request.headers());
-            Some((names, key))
+            let variant = variant_key(base, &names, request.headers());
+            Some((names, variant))
         }
         _ => None,
     };
-    let (key, stored) = match variant {
-        None => (base, stored),
-        Some((names, key)) => {
+    if let Some((_, variant)) = &variant {
+        if !config.variants.admit(base, variant) {
+            debug!("too many variants of one URL; this one bypasses the cache");
+            let response = pass(&mut inner, pending, head).await?;
+            return Ok(labelled(response, "BYPASS"));
+        }
+    }
+    let (entry, stored) = match variant {
+        None => (key.key.clone(), stored),
+        Some((names, variant)) => {
             let outcome = config
                 .cache
-                .get_or_compute(&key, config.ttl, || {
-                    compute(&config, &mut inner, &mut pending, Some(&names))
+                .get_or_compute(&variant, config.ttl, || {
+                    compute(&config, &mut inner, &mut pending, &key, Some(&names))
                 })
                 .await;
             match outcome {
-                Ok(stored) => (key, stored),
+                Ok(stored) => (variant, stored),
                 Err(Uncached::Response(response)) => return Ok(uncached(response, head)),
                 Err(Uncached::Failed(error)) => return Err(error),
             }
@@ -297,24 +495,83 @@ where
     let Some(mut response) = answer else {
         // A damaged entry (written by another version, say): drop it and let the next
         // request compute.
-        warn!(key, "a cached response does not decode; dropping it");
-        let _ = config.cache.delete(&key).await;
-        let response = match pending.take() {
-            Some(request) => inner.call(request).await?,
-            None => Response::builder()
-                .status(StatusCode::SERVICE_UNAVAILABLE)
-                .body(Body::empty())
-                .unwrap_or_default(),
-        };
-        return Ok(uncached(response, head));
+        warn!("a cached response does not decode; dropping it");
+        trace!(key = entry, "the damaged response");
+        let _ = config.cache.delete(&entry).await;
+        return pass(&mut inner, pending, head).await;
     };
     if let Some(keys) = &config.surrogate {
         if let Some((name, value)) = keys.header_of_texts(stored.deps.iter().map(String::as_str)) {
             response.headers_mut().insert(name, value);
         }
     }
-    debug!(key, label, "response served");
+    trace!(key = entry, label, "response served");
     Ok(labelled(response, label))
+}
+
+/// The request's key, or why it may not share the cache: a body, an unkeyed header,
+/// credentials without a user, a refusal of `key_with`, a host that is not one.
+async fn key_of(config: &Config, parts: &Parts, body_ends: bool) -> Result<RequestKey, String> {
+    if let Some(reason) = config.rules.unkeyed_input(&parts.headers, body_ends) {
+        return Err(reason);
+    }
+    let user = if config.rules.is_private(&parts.headers) {
+        let Some(identity) = &config.per_user else {
+            return Err("credentials".to_owned());
+        };
+        match identity.of(parts).await {
+            Some(user) => Some(user),
+            None => return Err("credentials without a user".to_owned()),
+        }
+    } else {
+        None
+    };
+    let extra = match &config.key_with {
+        Some(key_with) => match key_with(parts) {
+            Some(extra) => Some(extra),
+            None => return Err("key_with".to_owned()),
+        },
+        None => None,
+    };
+    request_key(
+        &config.namespace,
+        user.as_deref(),
+        parts,
+        &config.rules,
+        extra.as_deref(),
+    )
+}
+
+/// Whether the request's `no-cache` makes the handler run again.
+fn refreshes(config: &Config, parts: &Parts) -> bool {
+    if !asks_no_cache(&parts.headers) {
+        return false;
+    }
+    config.no_cache == RequestNoCache::Refresh
+        || config
+            .refresh_if
+            .as_ref()
+            .is_some_and(|trusted| trusted(parts))
+}
+
+/// The handler's response to the request in `pending`, uncached; a 503 if it was taken
+/// (the handler ran, and its response was stored or not: not reachable).
+async fn pass<S>(
+    inner: &mut S,
+    pending: Option<Request<Body>>,
+    head: bool,
+) -> Result<Response<Body>, S::Error>
+where
+    S: Service<Request<Body>, Response = Response<Body>>,
+{
+    let response = match pending {
+        Some(request) => inner.call(request).await?,
+        None => Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .body(Body::empty())
+            .unwrap_or_default(),
+    };
+    Ok(uncached(response, head))
 }
 
 /// Runs the handler for the request in `pending` (taken, so it runs once) and makes its
@@ -324,6 +581,7 @@ async fn compute<S>(
     config: &Config,
     inner: &mut S,
     pending: &mut Option<Request<Body>>,
+    key: &RequestKey,
     variant_of: Option<&[String]>,
 ) -> Result<(Stored, Vec<Dep>), Uncached<S::Error>>
 where
@@ -346,7 +604,14 @@ where
         return Err(Uncached::Response(response));
     }
     let vary = vary_names(response.headers());
-    if vary.iter().any(|name| name == "*") || variant_of.is_some_and(|names| names != vary) {
+    if let Some(name) = vary.iter().find(|name| !config.rules.may_vary_on(name)) {
+        debug!(
+            vary = name,
+            "response varies on a header not allowed; not stored"
+        );
+        return Err(Uncached::Response(response));
+    }
+    if variant_of.is_some_and(|names| names != vary) {
         return Err(Uncached::Response(response));
     }
     let (parts, body) = response.into_parts();
@@ -360,7 +625,7 @@ where
     let vary = vary
         .into_iter()
         .map(|name| {
-            let value = header_text(&request_headers, &name);
+            let value = header_digest(&request_headers, &name);
             (name, value)
         })
         .collect();
@@ -368,7 +633,8 @@ where
     deps.sort_unstable();
     deps.dedup();
     let texts = deps.iter().map(|d| d.as_str().to_owned()).collect();
-    let stored = Stored::new(parts.status, &parts.headers, &body, vary, texts);
+    let mut stored = Stored::new(parts.status, &parts.headers, &body, vary, texts);
+    stored.locator.clone_from(&key.locator);
     Ok((stored, deps))
 }
 
@@ -450,13 +716,8 @@ async fn drop_entry(config: &Config, base: &str, request_headers: &HeaderMap) {
         _ => base.to_owned(),
     };
     if let Err(error) = config.cache.delete(&key).await {
-        warn!(key, %error, "could not drop a response a no-cache request refreshes");
+        warn!(%error, "could not drop a response a no-cache request refreshes");
     }
-}
-
-/// Whether the request carries credentials: its response may be personal.
-fn is_private(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::AUTHORIZATION) || headers.contains_key(header::COOKIE)
 }
 
 fn asks_no_cache(headers: &HeaderMap) -> bool {
@@ -495,49 +756,11 @@ fn vary_names(headers: &HeaderMap) -> Vec<String> {
     names
 }
 
-/// A request header's values as one text (repeated headers joined by commas); `None` if
-/// absent. Bytes that are not visible ASCII are kept, escaped.
-fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
-    let values: Vec<String> = headers
-        .get_all(name)
-        .iter()
-        .map(|v| v.as_bytes().escape_ascii().to_string())
-        .collect();
-    (!values.is_empty()).then(|| values.join(","))
-}
-
 fn vary_matches(stored: &Stored, request_headers: &HeaderMap) -> bool {
     stored
         .vary
         .iter()
-        .all(|(name, value)| header_text(request_headers, name) == *value)
-}
-
-/// `<prefix>:<user>:<path and query>`; `-` for a shared entry, and the user's key escaped
-/// so that no user key can look like another's.
-fn base_key(prefix: &str, user: Option<&str>, parts: &Parts) -> String {
-    let target = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    match user {
-        None => format!("{prefix}:-:{target}"),
-        Some(user) => format!("{prefix}:u{}:{user}:{target}", user.len()),
-    }
-}
-
-/// The key of one variant: the base key, then each `Vary` header's value (length-prefixed,
-/// so that no value can pass for another split).
-fn variant_key(base: &str, names: &[String], request_headers: &HeaderMap) -> String {
-    let mut key = format!("{base}#vary");
-    for name in names {
-        match header_text(request_headers, name) {
-            Some(value) => key.push_str(&format!(";{name}={}:{value}", value.len())),
-            None => key.push_str(&format!(";{name}!")),
-        }
-    }
-    key
+        .all(|(name, digest)| header_digest(request_headers, name) == *digest)
 }
 
 /// A response the handler made that is not stored: as it is, without its body for a `HEAD`
@@ -562,39 +785,6 @@ fn labelled(mut response: Response<Body>, label: &'static str) -> Response<Body>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
-        let mut builder = Request::builder().uri(uri);
-        for (name, value) in headers {
-            builder = builder.header(*name, *value);
-        }
-        builder.body(()).unwrap().into_parts().0
-    }
-
-    #[test]
-    fn keys_tell_users_paths_and_variants_apart() {
-        let shared = base_key("http", None, &parts("/a?x=1", &[]));
-        assert_eq!(shared, "http:-:/a?x=1");
-        assert_ne!(shared, base_key("http", None, &parts("/a?x=2", &[])));
-        let alice = base_key("http", Some("alice"), &parts("/a", &[]));
-        // A user key with separators cannot pass for another user and path.
-        assert_ne!(
-            base_key("http", Some("a:/b"), &parts("/c", &[])),
-            base_key("http", Some("a"), &parts("/b:/c", &[]))
-        );
-        assert_ne!(alice, base_key("http", None, &parts("/a", &[])));
-        let names = vec!["accept-language".to_owned()];
-        let en = parts("/a", &[("accept-language", "en")]);
-        let fr = parts("/a", &[("accept-language", "fr")]);
-        let none = parts("/a", &[]);
-        let keys: Vec<String> = [&en, &fr, &none]
-            .iter()
-            .map(|p| variant_key(&shared, &names, &p.headers))
-            .collect();
-        assert_ne!(keys[0], keys[1]);
-        assert_ne!(keys[0], keys[2]);
-        assert_ne!(keys[1], keys[2]);
-    }
 
     #[test]
     fn cache_control_directives_are_read_whole() {

@@ -32,8 +32,15 @@
 //! - `GET` responses with status 200 (and those [`CacheLayer::also_status`] adds), their
 //!   headers minus hop-by-hop ones, and their body. A `HEAD` is answered from the `GET`'s
 //!   entry, without the body; on a miss the handler runs as for a `GET`.
-//! - **The key** is the path and query. A response with `Vary` is stored per value of the
-//!   request headers it names; `Vary: *` is not stored.
+//! - **The key** is the layer's namespace, the user ([`CacheLayer::per_user`], as a
+//!   digest), the scheme and host, the original path and query (before any `nest` stripped
+//!   its prefix), the values of the headers [`CacheLayer::key_headers`] names (as digests)
+//!   and what [`CacheLayer::key_with`] returns. A URL longer than 512 bytes is keyed by its
+//!   SHA-256, with the full URL kept in the entry and compared on every hit.
+//! - A response with `Vary` is stored per value of the request headers it names (as
+//!   digests; `Accept-*` lists normalised), if they are all on the allow-list
+//!   ([`DEFAULT_VARY_ALLOWED`], [`CacheLayer::vary_allowed`]), at most
+//!   [`CacheLayer::max_variants`] per URL in each process; `Vary: *` is not stored.
 //! - **Dependencies** are what the handler declared while it ran, through
 //!   [`matroska_cache::depends_on`] and every nested `get_or_compute`, plus the layer's own
 //!   ([`CacheLayer::depends_on`]). Stale-set fencing, single flight and leases are
@@ -44,12 +51,29 @@
 //!
 //! - Other methods, untouched.
 //! - Responses with `Set-Cookie`, `Cache-Control: private` or `no-store`, another status,
-//!   `text/event-stream` (SSE), trailers, or a body over [`CacheLayer::max_body`] (streamed
-//!   on as it comes, never held whole).
-//! - Requests with `Authorization` or `Cookie` bypass the cache (`x-cache: BYPASS`), unless
-//!   [`CacheLayer::per_user`] keys them per user.
-//! - A request's `Cache-Control: no-cache` runs the handler again and replaces the entry
-//!   ([`RequestNoCache`]).
+//!   `text/event-stream` (SSE), trailers, a `Vary` off the allow-list, or a body over
+//!   [`CacheLayer::max_body`] (streamed on as it comes, never held whole).
+//! - Requests that bypass the cache (`x-cache: BYPASS`, the handler runs, nothing is stored):
+//!   those with a credential header ([`DEFAULT_CREDENTIAL_HEADERS`]: `Authorization`,
+//!   `Cookie`, `Proxy-Authorization`, `X-Api-Key`, ...) unless [`CacheLayer::per_user`] keys
+//!   them; those with a header proxies or middleware act on that the key does not hold
+//!   (every `X-Forwarded-*`, `Forwarded`, `X-Original-URL`, method overrides:
+//!   [`DEFAULT_UNKEYED_HEADERS`]) unless [`CacheLayer::key_headers`] keys it or
+//!   [`CacheLayer::ignore_headers`] says no handler reads it; a `GET` or `HEAD` with a
+//!   body; a `Host` that is not a host.
+//! - A request's `Cache-Control: no-cache` is ignored ([`RequestNoCache`]), unless
+//!   [`CacheLayer::refresh_if`] trusts the request.
+//!
+//! # What a handler may read
+//!
+//! A hit is served to every request with the same key, so a handler must read nothing that
+//! is not in the key, beyond what its response's `Vary` names: the path and query, its
+//! route parameters, the host. Anything else (a header, a request extension an inner layer
+//! set, the client address from `ConnectInfo`, the body) must be keyed
+//! ([`CacheLayer::key_headers`], [`CacheLayer::key_with`]), or named in `Vary`, or the
+//! route must not be behind the layer. Behind a reverse proxy that adds `X-Forwarded-For`
+//! and `X-Real-IP` to every request, say which of them the handlers never read
+//! ([`CacheLayer::ignore_headers`]) or key the ones they do.
 //!
 //! # Response headers
 //!
@@ -65,9 +89,11 @@
 
 mod layer;
 pub mod purge;
+mod request;
 mod stored;
 pub mod surrogate;
 
-pub use layer::{CacheLayer, CacheService, RequestNoCache, DEFAULT_MAX_BODY};
+pub use layer::{CacheLayer, CacheService, RequestNoCache, DEFAULT_MAX_BODY, DEFAULT_MAX_VARIANTS};
+pub use request::{DEFAULT_CREDENTIAL_HEADERS, DEFAULT_UNKEYED_HEADERS, DEFAULT_VARY_ALLOWED};
 pub use stored::X_CACHE;
 pub use surrogate::{Cdn, SurrogateKeys};

@@ -71,16 +71,19 @@ pub(crate) struct Stored {
     /// The strong ETag, quotes included: the handler's own if it set a strong one, else a
     /// hash of the response.
     pub(crate) etag: String,
-    /// The request headers the response's `Vary` names (lowercase), and their values in
-    /// the request it was computed for.
+    /// The request headers the response's `Vary` names (lowercase), and digests of their
+    /// values in the request it was computed for (never the values: they may be secrets).
     pub(crate) vary: Vec<(String, Option<String>)>,
     /// The dependencies' texts (for surrogate-key headers).
     pub(crate) deps: Vec<String>,
+    /// The URL (with scheme, host and keyed headers) when the key holds only its digest:
+    /// a hit must be for the same one.
+    pub(crate) locator: Option<String>,
 }
 
 /// The first line of a stored response: everything but the body.
 #[derive(Serialize, Deserialize)]
-struct Head<H, V, D> {
+struct Head<H, V, D, L> {
     status: u16,
     headers: H,
     etag: String,
@@ -88,6 +91,8 @@ struct Head<H, V, D> {
     deps: D,
     /// Whether the body after the line is base64.
     base64: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    locator: Option<L>,
 }
 
 impl Serialize for Stored {
@@ -101,6 +106,7 @@ impl Serialize for Stored {
             vary: &self.vary,
             deps: &self.deps,
             base64: self.base64,
+            locator: self.locator.as_deref(),
         };
         // JSON escapes every newline inside its strings: the first newline ends the head.
         let mut text = serde_json::to_string(&head).map_err(serde::ser::Error::custom)?;
@@ -113,7 +119,8 @@ impl Serialize for Stored {
 
 impl<'de> Deserialize<'de> for Stored {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        type Owned = Head<Vec<(String, Payload)>, Vec<(String, Option<String>)>, Vec<String>>;
+        type Owned =
+            Head<Vec<(String, Payload)>, Vec<(String, Option<String>)>, Vec<String>, String>;
         let text = String::deserialize(deserializer)?;
         let Some(end) = text.find('\n') else {
             return Err(serde::de::Error::custom(
@@ -131,6 +138,7 @@ impl<'de> Deserialize<'de> for Stored {
             etag: head.etag,
             vary: head.vary,
             deps: head.deps,
+            locator: head.locator,
         })
     }
 }
@@ -177,6 +185,7 @@ impl Stored {
             etag,
             vary,
             deps,
+            locator: None,
         }
     }
 

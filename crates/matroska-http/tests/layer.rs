@@ -12,25 +12,14 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use http_body_util::BodyExt as _;
-use matroska_cache::{dep, depends_on, MatroskaCache, MemoryBackend, RedisBackend};
+use matroska_cache::{dep, depends_on, MatroskaCache, RedisBackend};
 use matroska_http::{CacheLayer, Cdn, RequestNoCache, SurrogateKeys};
 use matroska_test_support::RedisServer;
-use tower::ServiceExt as _;
+use support::{backends, get_req, send, x_cache};
+
+mod support;
 
 const MINUTE: Duration = Duration::from_secs(60);
-
-/// The caches every test runs on; the server lives as long as the cache is used.
-async fn backends() -> Vec<(&'static str, MatroskaCache, Option<RedisServer>)> {
-    let memory = MatroskaCache::new(MemoryBackend::builder().build().unwrap());
-    let server = RedisServer::start();
-    let redis = MatroskaCache::new(
-        RedisBackend::builder(&server.url(), "http-test")
-            .build()
-            .await
-            .unwrap(),
-    );
-    vec![("memory", memory, None), ("redis", redis, Some(server))]
-}
 
 /// The blog of the tests: handlers count their runs and declare what they read.
 #[derive(Clone, Default)]
@@ -119,24 +108,6 @@ fn app(cache: &MatroskaCache, blog: &Blog, layer: CacheLayer) -> Router {
         .with_state(blog.clone())
         .merge(nested_routes)
         .layer(layer)
-}
-
-async fn send(app: &Router, request: Request<Body>) -> (Response<()>, String) {
-    let response = app.clone().oneshot(request).await.unwrap();
-    let (parts, body) = response.into_parts();
-    let bytes = body.collect().await.unwrap().to_bytes();
-    (
-        Response::from_parts(parts, ()),
-        String::from_utf8_lossy(&bytes).into_owned(),
-    )
-}
-
-fn get_req(uri: &str) -> Request<Body> {
-    Request::get(uri).body(Body::empty()).unwrap()
-}
-
-fn x_cache(response: &Response<()>) -> &str {
-    response.headers()["x-cache"].to_str().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -405,32 +376,46 @@ async fn a_route_can_opt_in_to_per_user_entries() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_no_cache_request_refreshes_unless_configured_not_to() {
+async fn a_no_cache_request_refreshes_only_when_trusted() {
     for (name, cache, _server) in backends().await {
         let blog = Blog::default();
-        let no_cache = || {
-            Request::get("/posts/5")
-                .header(header::CACHE_CONTROL, "no-cache")
-                .body(Body::empty())
-                .unwrap()
+        let no_cache = |editor: bool| {
+            let request = Request::get("/posts/5").header(header::CACHE_CONTROL, "no-cache");
+            let request = if editor {
+                request.header("x-editor", "yes")
+            } else {
+                request
+            };
+            request.body(Body::empty()).unwrap()
         };
-        let refreshing = app(&cache, &blog, CacheLayer::new(cache.clone(), MINUTE));
+        let layer = CacheLayer::new(cache.clone(), MINUTE)
+            .key_prefix("posts")
+            .refresh_if(|parts| parts.headers.contains_key("x-editor"));
+        let refreshing = app(&cache, &blog, layer);
         send(&refreshing, get_req("/posts/5")).await;
         *blog.title.lock().unwrap() = "Edited behind the cache's back".into();
-        let (refreshed, body) = send(&refreshing, no_cache()).await;
+        // Anyone's no-cache is served from the cache.
+        let (served, body) = send(&refreshing, no_cache(false)).await;
+        assert_eq!(x_cache(&served), "HIT", "{name}");
+        assert!(!body.contains("Edited"), "{name}");
+        // A trusted one refreshes.
+        let (refreshed, body) = send(&refreshing, no_cache(true)).await;
         assert_eq!(x_cache(&refreshed), "MISS", "{name}");
         assert!(body.contains("Edited"), "{name}");
         let (hit, body) = send(&refreshing, get_req("/posts/5")).await;
         assert_eq!(x_cache(&hit), "HIT", "{name}");
         assert!(body.contains("Edited"), "{name}");
 
-        let trusting = app(
+        // `Refresh` honours it from everyone.
+        let everyone = app(
             &cache,
             &blog,
-            CacheLayer::new(cache.clone(), MINUTE).request_no_cache(RequestNoCache::Ignore),
+            CacheLayer::new(cache.clone(), MINUTE)
+                .key_prefix("posts")
+                .request_no_cache(RequestNoCache::Refresh),
         );
-        let (served, _) = send(&trusting, no_cache()).await;
-        assert_eq!(x_cache(&served), "HIT", "{name}");
+        let (served, _) = send(&everyone, no_cache(false)).await;
+        assert_eq!(x_cache(&served), "MISS", "{name}");
     }
 }
 
