@@ -5,20 +5,11 @@ use std::time::Duration;
 
 use matroska_cache::{dep, Error, MatroskaCache, RedisBackend};
 use matroska_test_support::RedisServer;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
 /// A CA certificate (PEM) and a server certificate and key for 127.0.0.1 signed by it.
 fn certificates() -> (String, String, String) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let server_key = KeyPair::generate().unwrap();
-    let params =
-        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
-    let server_cert = params.signed_by(&server_key, &issuer).unwrap();
-    (ca_cert.pem(), server_cert.pem(), server_key.serialize_pem())
+    let made = matroska_test_support::tls_certificates();
+    (made.ca, made.cert, made.key)
 }
 
 #[tokio::test]

@@ -38,9 +38,19 @@ struct Cli {
     #[arg(long, env = "MATROSKA_SHARDS", global = true)]
     shards: Option<u16>,
 
-    /// Machine-readable output (one JSON document).
+    /// Machine-readable output (one JSON document, errors too).
     #[arg(long, global = true)]
     json: bool,
+
+    /// Print values, keys and dependencies as they are. Without it, control characters in
+    /// them (a terminal escape in a cached page) are printed escaped (`\u{1b}`).
+    #[arg(long, global = true)]
+    raw: bool,
+
+    /// A PEM file with the root certificate of a `rediss://` server with a private
+    /// certificate authority (default: the platform's roots).
+    #[arg(long, env = "MATROSKA_TLS_ROOT_CERT", global = true)]
+    tls_root_cert: Option<std::path::PathBuf>,
 
     /// Skip the check of Redis's maxmemory-policy (read from INFO memory), for a proxy that does not report it.
     /// Only if you know it is noeviction or volatile-*: allkeys-* loses invalidations.
@@ -95,6 +105,19 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
         return Err("the TTL must be above zero".to_owned());
     }
     Ok(ttl)
+}
+
+/// `text` with its control characters (but newlines and tabs) escaped, `\u{1b}` for ESC.
+fn escape_controls(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            shown.extend(c.escape_unicode());
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
 }
 
 /// A failure: one line on stderr and exit code 2.
@@ -155,6 +178,15 @@ async fn run(cli: Cli) -> Result<Outcome, Failure> {
     if cli.assume_safe_eviction_policy {
         builder = builder.assume_safe_eviction_policy();
     }
+    if let Some(path) = &cli.tls_root_cert {
+        let pem = std::fs::read(path).map_err(|e| {
+            Failure(format!(
+                "cannot read the root certificate {}: {e}",
+                path.display()
+            ))
+        })?;
+        builder = builder.tls_root_certificate(pem);
+    }
     let backend = builder.build().await.map_err(|e| {
         let hint = match e {
             matroska_cache::Error::EvictionPolicyUnknown(_) => {
@@ -168,6 +200,16 @@ async fn run(cli: Cli) -> Result<Outcome, Failure> {
         ))
     })?;
     let json = cli.json;
+    let raw = cli.raw;
+    // Values, keys and dependency texts can come from end users: a terminal escape in a
+    // cached page must not reach the operator's terminal.
+    let shown = |text: &str| -> String {
+        if raw {
+            text.to_owned()
+        } else {
+            escape_controls(text)
+        }
+    };
     match cli.command {
         Command::Get { key } => match backend.get(&key).await? {
             None => return Ok(not_in_cache(json, &key)),
@@ -180,7 +222,7 @@ async fn run(cli: Cli) -> Result<Outcome, Failure> {
                     };
                     print_json(json!({ "key": key, "found": true, "value": value }));
                 } else {
-                    println!("{text}");
+                    println!("{}", shown(&text));
                 }
             }
         },
@@ -209,7 +251,7 @@ async fn run(cli: Cli) -> Result<Outcome, Failure> {
                     json!({ "key": key, "stored": true, "deps": deps, "ttl_ms": ttl.as_millis() as u64 }),
                 );
             } else {
-                println!("stored {key}");
+                println!("stored {}", shown(&key));
             }
         }
         Command::Has { key } => {
@@ -226,9 +268,9 @@ async fn run(cli: Cli) -> Result<Outcome, Failure> {
             if json {
                 print_json(json!({ "key": key, "deleted": existed }));
             } else if existed {
-                println!("deleted {key}");
+                println!("deleted {}", shown(&key));
             } else {
-                println!("{key} was not in cache");
+                println!("{} was not in cache", shown(&key));
             }
         }
         Command::Invalidate { mut deps } => {
@@ -248,7 +290,7 @@ async fn run(cli: Cli) -> Result<Outcome, Failure> {
                     print_json(json!({ "key": key, "found": true, "deps": deps }));
                 } else {
                     for dep in deps {
-                        println!("{dep}");
+                        println!("{}", shown(dep.as_str()));
                     }
                 }
             }
@@ -259,7 +301,7 @@ async fn run(cli: Cli) -> Result<Outcome, Failure> {
                 print_json(json!({ "dep": dep, "keys": keys }));
             } else {
                 for key in keys {
-                    println!("{key}");
+                    println!("{}", shown(&key));
                 }
             }
         }
@@ -344,17 +386,27 @@ async fn main() -> ExitCode {
             // One line: clap's first line names the argument and the problem.
             let rendered = error.render().to_string();
             let line = rendered.lines().next().unwrap_or("invalid arguments");
-            eprintln!("{line}");
+            let json = std::env::args().any(|arg| arg == "--json");
+            fail(json, line.trim_start_matches("error: "));
             return ExitCode::from(2);
         }
     };
+    let json = cli.json;
     match run(cli).await {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::NotFound) => ExitCode::from(1),
         Err(Failure(message)) => {
-            let line = message.lines().next().unwrap_or("failed");
-            eprintln!("error: {line}");
+            fail(json, message.lines().next().unwrap_or("failed"));
             ExitCode::from(2)
         }
+    }
+}
+
+/// Reports a failure: `{"error": ..}` on stdout with `--json`, else one line on stderr.
+fn fail(json: bool, line: &str) {
+    if json {
+        print_json(json!({ "error": line }));
+    } else {
+        eprintln!("error: {line}");
     }
 }

@@ -360,3 +360,92 @@ fn against_a_cluster() {
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["removed"], 1, "{report}");
 }
+
+/// With `--json`, a failure is a JSON document too (on stdout), and nothing on stderr.
+#[test]
+fn json_errors_are_json() {
+    let f = Fixture::new();
+    for args in [
+        vec!["--json", "invalidate", "nokind"],
+        vec!["--json", "put", "k", "1", "--ttl", "soon"],
+        vec!["--json", "frobnicate"],
+        vec![
+            "--json",
+            "--redis",
+            "redis+unix:///nope.sock?pass=s3cret",
+            "get",
+            "k",
+        ],
+    ] {
+        let (code, out, err) = f.run(&args);
+        assert_eq!(code, 2, "{args:?}");
+        assert_eq!(err, "", "{args:?}");
+        let document: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let message = document["error"].as_str().unwrap();
+        assert!(
+            !message.is_empty() && !message.contains("s3cret"),
+            "{message}"
+        );
+    }
+}
+
+/// Values, keys and dependency texts can come from end users: a terminal escape in them
+/// reaches the terminal only with `--raw`.
+#[test]
+fn control_characters_are_escaped_unless_raw() {
+    let f = Fixture::new();
+    let value = "hello\x1b]0;PWNED\x07\x1b[2J\nline two";
+    let (code, _, err) = f.run(&[
+        "put",
+        "k\x1b[31m",
+        value,
+        "--string",
+        "--dep",
+        "tag:x\x1b[31mred",
+        "--ttl",
+        "1m",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = f.run(&["get", "k\x1b[31m"]);
+    assert!(!out.contains('\x1b') && !out.contains('\x07'), "{out:?}");
+    assert!(out.contains("hello\\u{1b}]0;PWNED\\u{7}"), "{out:?}");
+    assert!(out.contains("\nline two"), "newlines stay: {out:?}");
+    let (_, out, _) = f.run(&["deps", "k\x1b[31m"]);
+    assert_eq!(out, "tag:x\\u{1b}[31mred\n");
+    let (_, out, _) = f.run(&["dependents", "tag:x\x1b[31mred"]);
+    assert_eq!(out, "k\\u{1b}[31m\n");
+    let (_, out, _) = f.run(&["--raw", "get", "k\x1b[31m"]);
+    assert_eq!(out, format!("{value}\n"));
+}
+
+/// `rediss://` with a private certificate authority.
+#[test]
+fn rediss_with_a_private_root() {
+    let made = matroska_test_support::tls_certificates();
+    let server = RedisServer::builder().tls(&made.cert, &made.key).start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("ca.pem");
+    std::fs::write(&root, &made.ca).unwrap();
+    let matroska = |args: &[&str]| {
+        let output = Command::cargo_bin("matroska")
+            .unwrap()
+            .env("MATROSKA_REDIS_URL", server.tls_url().unwrap())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8(output.stdout).unwrap(),
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    };
+    let root = root.to_str().unwrap();
+    let (code, _, err) = matroska(&["--tls-root-cert", root, "put", "k", "1", "--ttl", "1m"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = matroska(&["--tls-root-cert", root, "get", "k"]);
+    assert_eq!((code, out.as_str()), (0, "1\n"));
+    // Without the root, the server is not trusted: a clear error, no plaintext fallback.
+    let (code, _, err) = matroska(&["get", "k"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot use Redis"), "{err}");
+}

@@ -283,3 +283,37 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// A private certificate authority's certificate, and a server certificate and key for
+/// `127.0.0.1` and `localhost` signed by it, all PEM: for
+/// [`RedisServerBuilder::tls`] and a client that trusts `ca`.
+pub fn tls_certificates() -> TlsCertificates {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("a key pair");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).expect("a CA certificate");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().expect("a key pair");
+    let params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect("server parameters");
+    let server_cert = params
+        .signed_by(&server_key, &issuer)
+        .expect("a server certificate");
+    TlsCertificates {
+        ca: ca_cert.pem(),
+        cert: server_cert.pem(),
+        key: server_key.serialize_pem(),
+    }
+}
+
+/// What [`tls_certificates`] makes.
+#[derive(Clone, Debug)]
+pub struct TlsCertificates {
+    /// The authority's certificate: the root a client trusts.
+    pub ca: String,
+    /// The server's certificate.
+    pub cert: String,
+    /// The server's private key.
+    pub key: String,
+}
