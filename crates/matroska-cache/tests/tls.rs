@@ -77,3 +77,40 @@ async fn the_process_wide_crypto_provider_stays_the_applications() {
         .unwrap_err();
     assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
 }
+
+/// TLS is what the parsed URL says, not a spelling: `valkeys://` and upper-case schemes use
+/// the given root and refuse `#insecure` like `rediss://`, and a seed list mixing TLS and
+/// plaintext is refused (discovered nodes connect as the first seed does).
+#[tokio::test]
+async fn every_spelling_of_tls_is_tls() {
+    let (ca, cert, key) = certificates();
+    let server = RedisServer::builder().tls(&cert, &key).start();
+    let url = server.tls_url().unwrap();
+    let rest = url.strip_prefix("rediss://").unwrap();
+    for scheme in ["valkeys", "REDISS", "Valkeys"] {
+        let spelled = format!("{scheme}://{rest}");
+        let backend = RedisBackend::builder(&spelled, "p")
+            .tls_root_certificate(ca.clone())
+            .build()
+            .await
+            .unwrap_or_else(|e| panic!("{spelled}: {e}"));
+        let cache = MatroskaCache::new(backend);
+        cache
+            .put("k", "over TLS", [], Duration::from_secs(60))
+            .await
+            .unwrap();
+        let insecure = format!("{spelled}#insecure");
+        let err = RedisBackend::builder(&insecure, "p")
+            .tls_root_certificate(ca.clone())
+            .build()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("insecure"), "{insecure}: {err}");
+    }
+    let mixed = vec![url.clone(), "redis://127.0.0.1:1/".to_owned()];
+    let err = RedisBackend::detecting_builder(&mixed, "p")
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
+}

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::try_join_all;
-use redis::IntoConnectionInfo;
+use redis::{ConnectionInfo, IntoConnectionInfo};
 use tracing::debug;
 
 use super::connection;
@@ -176,11 +176,12 @@ impl RedisBackendBuilder {
         self
     }
 
-    /// How `rediss://` connections are made: with the root certificate given, or the
-    /// platform's. Plain URLs need nothing.
+    /// How TLS connections (`rediss://`, `valkeys://`, any case: what the URL parser calls
+    /// TLS) are made: with the root certificate given, or the platform's. Plain URLs need
+    /// nothing.
     #[cfg(feature = "tls")]
-    fn tls(&self) -> Result<Option<super::tls::Tls>> {
-        if !self.urls.iter().any(|url| url.starts_with("rediss:")) {
+    fn tls(&self, seeds: &[ConnectionInfo]) -> Result<Option<super::tls::Tls>> {
+        if !seeds.iter().any(is_tls) {
             return Ok(None);
         }
         super::tls::Tls::new(self.tls_root_certificate.as_deref()).map(Some)
@@ -298,6 +299,14 @@ impl RedisBackendBuilder {
                     .map_err(|e| Error::InvalidUrl(e.into()))
             })
             .collect::<Result<Vec<_>>>()?;
+        // Cluster nodes found later connect as the first seed does: a list mixing TLS and
+        // plaintext would send the password in clear to some of them.
+        if seeds.iter().any(is_tls) && !seeds.iter().all(is_tls) {
+            return Err(Error::InvalidConfig(
+                "the Redis URLs mix TLS (rediss://) and plaintext (redis://): use one scheme"
+                    .into(),
+            ));
+        }
         let cluster = match self.cluster {
             Some(cluster) => cluster,
             None => self.is_cluster(&seeds).await?,
@@ -308,7 +317,7 @@ impl RedisBackendBuilder {
                 cluster,
                 connect_timeout: self.connect_timeout,
                 #[cfg(feature = "tls")]
-                tls: self.tls()?,
+                tls: self.tls(&seeds)?,
             })
         };
         let mut shards = self
@@ -387,6 +396,11 @@ impl RedisBackendBuilder {
     }
 }
 
+/// Whether the parsed URL asks for TLS, whatever its scheme was spelled.
+fn is_tls(info: &ConnectionInfo) -> bool {
+    matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. })
+}
+
 /// The number of shards recorded for the prefix of `router`'s layout, if any.
 async fn read_shard_count(router: &Router, timeout: Duration) -> Result<Option<u16>> {
     let key = router.layout().shard_count_key();
@@ -452,7 +466,7 @@ impl RedisBackendBuilder {
                 redis::Client::open(seed.clone()).map_err(|e| Error::InvalidUrl(e.into()))?;
             let node = super::connection::Node::new("seed", client, self.connect_timeout, 0);
             #[cfg(feature = "tls")]
-            let node = node.with_tls(self.tls()?);
+            let node = node.with_tls(self.tls(seeds)?);
             let attempt = async {
                 let mut conn = node.session().await?.conn.clone();
                 let info: String = tokio::time::timeout(
