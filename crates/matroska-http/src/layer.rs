@@ -108,6 +108,8 @@ struct Config {
     variants: Variants,
     deps: Vec<Dep>,
     surrogate: Option<SurrogateKeys>,
+    surrogate_if: Option<Predicate>,
+    buffer_streams: bool,
     namespace: String,
 }
 
@@ -201,6 +203,8 @@ impl CacheLayer {
                 variants: Variants::new(DEFAULT_MAX_VARIANTS, ttl),
                 deps: Vec::new(),
                 surrogate: None,
+                surrogate_if: None,
+                buffer_streams: false,
                 namespace: format!("@{}", &request::digest(place.as_bytes())[..16]),
             }),
         }
@@ -337,9 +341,29 @@ impl CacheLayer {
         self.with(|c| c.deps.extend(deps))
     }
 
-    /// Writes a surrogate-key header for a CDN on every cached response.
+    /// Writes a surrogate-key header for a CDN on every cached shared response (never on a
+    /// per-user one). The header names the dependencies (`id:user:42`): CDNs strip it at the
+    /// edge, but a client reaching the origin directly sees it, unless
+    /// [`surrogate_keys_if`](Self::surrogate_keys_if) limits it to the CDN's requests.
     pub fn surrogate_keys(self, keys: SurrogateKeys) -> CacheLayer {
         self.with(|c| c.surrogate = Some(keys))
+    }
+
+    /// Writes the surrogate-key header only on responses to requests `from_cdn` accepts,
+    /// such as those carrying a secret header the CDN adds on its way to the origin.
+    pub fn surrogate_keys_if(
+        self,
+        from_cdn: impl Fn(&Parts) -> bool + Send + Sync + 'static,
+    ) -> CacheLayer {
+        self.with(|c| c.surrogate_if = Some(Arc::new(from_cdn)))
+    }
+
+    /// Also stores responses whose body has no known length (`Body::from_stream`), reading
+    /// them whole (up to [`max_body`](Self::max_body)) before the client gets a byte. Off by
+    /// default: such a body passes through as it comes, so a stream (a progress feed, NDJSON)
+    /// reaches the client at once.
+    pub fn buffer_streams(self, buffer: bool) -> CacheLayer {
+        self.with(|c| c.buffer_streams = buffer)
     }
 
     /// Names this layer's part of the cache (default: where [`new`](Self::new) was called).
@@ -430,6 +454,10 @@ where
     };
     let base = key.key.as_str();
     let conditional = parts.headers.get(header::IF_NONE_MATCH).cloned();
+    let surrogate = config
+        .surrogate_if
+        .as_ref()
+        .is_none_or(|from_cdn| from_cdn(&parts));
     if refreshes(&config, &parts) {
         drop_entry(&config, base, &parts.headers).await;
     }
@@ -500,7 +528,11 @@ where
         let _ = config.cache.delete(&entry).await;
         return pass(&mut inner, pending, head).await;
     };
-    if let Some(keys) = &config.surrogate {
+    if let Some(keys) = config
+        .surrogate
+        .as_ref()
+        .filter(|_| key.shared && surrogate)
+    {
         if let Some((name, value)) = keys.header_of_texts(stored.deps.iter().map(String::as_str)) {
             response.headers_mut().insert(name, value);
         }
@@ -650,6 +682,28 @@ fn not_storable(config: &Config, response: &Response<Body>) -> Option<&'static s
     if cache_control_has(headers, &["private", "no-store"]) {
         return Some("cache-control");
     }
+    // What a handler tells shared caches (CDNs) not to keep, this cache does not keep either.
+    let shared_max_age_zero = headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| d.trim().eq_ignore_ascii_case("s-maxage=0"));
+    let surrogate_no_store = ["surrogate-control", "cdn-cache-control"]
+        .iter()
+        .any(|name| {
+            headers.get_all(*name).iter().any(|v| {
+                v.to_str().is_ok_and(|v| {
+                    v.split(',').any(|d| {
+                        let d = d.trim();
+                        d.eq_ignore_ascii_case("no-store") || d.eq_ignore_ascii_case("private")
+                    })
+                })
+            })
+        });
+    if shared_max_age_zero || surrogate_no_store {
+        return Some("not for shared caches");
+    }
     if headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -657,8 +711,12 @@ fn not_storable(config: &Config, response: &Response<Body>) -> Option<&'static s
     {
         return Some("event stream");
     }
-    if response.body().size_hint().lower() > config.max_body as u64 {
+    let size = response.body().size_hint();
+    if size.lower() > config.max_body as u64 {
         return Some("body size");
+    }
+    if size.upper().is_none() && !config.buffer_streams {
+        return Some("a stream (no known length)");
     }
     None
 }

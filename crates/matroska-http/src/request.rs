@@ -129,6 +129,8 @@ impl Rules {
 pub(crate) struct RequestKey {
     /// The cache key.
     pub(crate) key: String,
+    /// Whether the entry is shared (not per user).
+    pub(crate) shared: bool,
     /// The full locator when the key holds its digest: the entry must hold the same.
     pub(crate) locator: Option<String>,
 }
@@ -176,6 +178,7 @@ pub(crate) fn request_key(
     if let Some(extra) = extra {
         let _ = write!(locator, ";key={}:{extra}", extra.len());
     }
+    let shared = user.is_none();
     let user = match user {
         None => "-".to_owned(),
         Some(identity) => format!("u{}", digest(identity.as_bytes())),
@@ -183,12 +186,17 @@ pub(crate) fn request_key(
     let mut key = format!("{RESERVED}{}:{namespace}:{user}:", namespace.len());
     if locator.len() <= MAX_LOCATOR {
         key.push_str(&locator);
-        return Ok(RequestKey { key, locator: None });
+        return Ok(RequestKey {
+            key,
+            shared,
+            locator: None,
+        });
     }
     key.push('#');
     key.push_str(&digest(locator.as_bytes()));
     Ok(RequestKey {
         key,
+        shared,
         locator: Some(locator),
     })
 }

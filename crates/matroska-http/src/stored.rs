@@ -155,10 +155,19 @@ impl Stored {
     ) -> Stored {
         // The ETag is kept apart: the one served is always `etag`, which conditional
         // requests are matched against.
+        // Headers a `Connection` header names are hop-by-hop too (RFC 9110, 7.6.1).
+        let connection: Vec<String> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|name| name.trim().to_ascii_lowercase())
+            .collect();
         let kept: Vec<(String, Payload)> = headers
             .iter()
             .filter(|(name, _)| {
                 !HOP_BY_HOP.contains(&name.as_str())
+                    && !connection.iter().any(|c| c == name.as_str())
                     && *name != header::ETAG
                     && name.as_str() != X_CACHE
             })
@@ -343,6 +352,20 @@ mod tests {
         assert!(head.contains("id:post:1"), "{head}");
         assert_eq!(body, page);
         assert_eq!(serde_json_round_trip(&stored), stored);
+    }
+
+    #[test]
+    fn headers_a_connection_header_names_are_not_stored() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "connection",
+            HeaderValue::from_static("close, X-Session-Hop"),
+        );
+        headers.insert("x-session-hop", HeaderValue::from_static("secret"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        let stored = Stored::new(StatusCode::OK, &headers, b"", Vec::new(), Vec::new());
+        let names: Vec<&str> = stored.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
     }
 
     #[test]

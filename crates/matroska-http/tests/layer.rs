@@ -426,7 +426,9 @@ async fn large_bodies_pass_through_whole_and_uncached() {
         let app = app(
             &cache,
             &blog,
-            CacheLayer::new(cache.clone(), MINUTE).max_body(10_000),
+            CacheLayer::new(cache.clone(), MINUTE)
+                .max_body(10_000)
+                .buffer_streams(true),
         );
         for _ in 0..2 {
             let (response, body) = send(&app, get_req("/big")).await;
@@ -450,7 +452,9 @@ fn app_with_limit(cache: &MatroskaCache, blog: &Blog, limit: usize) -> Router {
     app(
         cache,
         blog,
-        CacheLayer::new(cache.clone(), MINUTE).max_body(limit),
+        CacheLayer::new(cache.clone(), MINUTE)
+            .max_body(limit)
+            .buffer_streams(true),
     )
 }
 

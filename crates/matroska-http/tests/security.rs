@@ -541,3 +541,117 @@ async fn a_revoked_identity_bypasses_even_with_a_cached_page() {
         assert_eq!(x_cache(&after), "BYPASS", "{name}");
     }
 }
+
+/// A streamed body (no known length) reaches the client as it comes: the handler sends its
+/// next chunk only after the client has read the first (a layer that held the body until
+/// the end would never finish).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_pass_through_as_they_come() {
+    for (name, cache, _server) in backends().await {
+        let (read_tx, read_rx) = tokio::sync::watch::channel(false);
+        let app = Router::new()
+            .route(
+                "/feed",
+                get(move || {
+                    let mut read = read_rx.clone();
+                    async move {
+                        let first = futures_util::stream::once(async {
+                            Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{\"step\":1}\n"))
+                        });
+                        let rest = futures_util::stream::once(async move {
+                            let _ = read.wait_for(|read| *read).await;
+                            Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{\"step\":2}\n"))
+                        });
+                        (
+                            [(header::CONTENT_TYPE, "application/x-ndjson")],
+                            Body::from_stream(futures_util::StreamExt::chain(first, rest)),
+                        )
+                    }
+                }),
+            )
+            .layer(CacheLayer::new(cache.clone(), MINUTE));
+        let first_chunk = async {
+            let response = tower::ServiceExt::oneshot(app, get_req("/feed"))
+                .await
+                .unwrap();
+            assert_eq!(response.headers()["x-cache"], "MISS", "{name}");
+            let mut body = response.into_body();
+            let first = http_body_util::BodyExt::frame(&mut body).await;
+            (first.unwrap().unwrap(), body)
+        };
+        // Not a timing assertion: without the fix this never ends (the handler waits for
+        // the client, the layer for the handler).
+        let (first, body) = tokio::time::timeout(Duration::from_secs(30), first_chunk)
+            .await
+            .expect("the first chunk came before the stream ended");
+        assert_eq!(first.into_data().unwrap(), "{\"step\":1}\n", "{name}");
+        read_tx.send(true).unwrap();
+        let rest = http_body_util::BodyExt::collect(body)
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(rest, "{\"step\":2}\n", "{name}");
+    }
+}
+
+async fn shared_cache_hint(
+    axum::extract::Path(kind): axum::extract::Path<String>,
+) -> impl IntoResponse {
+    depends_on([dep::id("user", 42)]);
+    let (name, value) = match kind.as_str() {
+        "s-maxage" => ("cache-control", "public, s-maxage=0"),
+        "surrogate" => ("surrogate-control", "no-store"),
+        "cdn" => ("cdn-cache-control", "private"),
+        _ => ("x-plain", "1"),
+    };
+    ([(HeaderName::from_static(name), value)], kind)
+}
+
+/// Responses a handler keeps out of shared caches are not stored; surrogate keys (which
+/// name dependencies) go only on shared entries, and only to the requests the application
+/// says come from its CDN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_shared_caches_may_not_keep_is_not_kept() {
+    for (name, cache, _server) in backends().await {
+        let app = Router::new()
+            .route("/hint/{kind}", get(shared_cache_hint))
+            .layer(
+                CacheLayer::new(cache.clone(), MINUTE)
+                    .surrogate_keys(matroska_http::SurrogateKeys::new(
+                        matroska_http::Cdn::Fastly,
+                    ))
+                    .surrogate_keys_if(|parts| parts.headers.contains_key("x-from-cdn"))
+                    .per_user(|parts| {
+                        Some(
+                            parts
+                                .headers
+                                .get("authorization")?
+                                .to_str()
+                                .ok()?
+                                .to_owned(),
+                        )
+                    }),
+            );
+        for kind in ["s-maxage", "surrogate", "cdn"] {
+            let uri = format!("/hint/{kind}");
+            send(&app, get_req(&uri)).await;
+            let (again, _) = send(&app, get_req(&uri)).await;
+            assert_eq!(x_cache(&again), "MISS", "{name}: {kind} must not be stored");
+        }
+        let (direct, _) = send(&app, get_req("/hint/plain")).await;
+        assert!(!direct.headers().contains_key("surrogate-key"), "{name}");
+        let (via_cdn, _) = send(&app, with("/hint/plain", &[("x-from-cdn", "1")])).await;
+        assert_eq!(x_cache(&via_cdn), "HIT", "{name}");
+        assert_eq!(via_cdn.headers()["surrogate-key"], "id:user:42", "{name}");
+        let (personal, _) = send(
+            &app,
+            with(
+                "/hint/plain",
+                &[("x-from-cdn", "1"), ("authorization", "alice")],
+            ),
+        )
+        .await;
+        assert_eq!(x_cache(&personal), "MISS", "{name}");
+        assert!(!personal.headers().contains_key("surrogate-key"), "{name}");
+    }
+}
