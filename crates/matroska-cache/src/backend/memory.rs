@@ -130,7 +130,12 @@ pub struct MemoryBackend {
     entries: Cache<Arc<str>, Arc<Entry>, Hasher>,
     index: Arc<Index>,
     generation: Arc<AtomicU64>,
-    marks: Arc<DashMap<Dep, Mark, Hasher>>,
+    /// Invalidation marks by a hash of the dependency (keyed randomly per backend: no one can
+    /// choose texts that share one). Two dependencies sharing a hash only make a fenced put be
+    /// refused needlessly, and a mark costs the same whatever its dependency's length: one
+    /// for each dependency invalidated in the last `max_ticket_age`.
+    marks: Arc<DashMap<u64, Mark, Hasher>>,
+    mark_hasher: Hasher,
     /// Fenced puts hold it shared while they check marks and store; an invalidation holds it
     /// exclusively while it sets its marks. So a fenced put either completes before the
     /// invalidation's snapshot (and is dropped by it) or sees its marks (and stores nothing).
@@ -225,6 +230,7 @@ impl MemoryBackendBuilder {
             index,
             generation: Arc::new(AtomicU64::new(0)),
             marks: Arc::default(),
+            mark_hasher: Hasher::new(),
             fence: Arc::default(),
             leases: Arc::default(),
             epoch: Instant::now(),
@@ -304,7 +310,7 @@ impl MemoryBackend {
         let end = self.next_generation();
         let now = Instant::now();
         for dep in deps {
-            if let Some(mut mark) = self.marks.get_mut(dep) {
+            if let Some(mut mark) = self.marks.get_mut(&self.mark_of(dep)) {
                 mark.seq = end;
                 mark.running = mark.running.saturating_sub(1);
                 mark.at = now;
@@ -321,6 +327,11 @@ impl MemoryBackend {
             .retain(|_, mark| mark.running > 0 || mark.at.elapsed() <= max_age);
         let now = Instant::now();
         self.leases.retain(|_, (_, expiry)| *expiry > now);
+    }
+
+    /// The mark of `dep` in [`Self::marks`].
+    fn mark_of(&self, dep: &Dep) -> u64 {
+        self.mark_hasher.hash_one(dep.as_str())
     }
 
     /// The generation of the entry under `key`, if any.
@@ -416,7 +427,7 @@ impl Backend for MemoryBackend {
             return Ok(Fenced::Expired);
         }
         for dep in deps {
-            if let Some(mark) = self.marks.get(dep) {
+            if let Some(mark) = self.marks.get(&self.mark_of(dep)) {
                 if mark.seq > ticket.seq() || mark.running > 0 {
                     return Ok(Fenced::Invalidated);
                 }
@@ -446,7 +457,7 @@ impl Backend for MemoryBackend {
             let mark = self.next_generation();
             let now = Instant::now();
             for dep in deps {
-                let mut m = self.marks.entry(dep.clone()).or_insert(Mark {
+                let mut m = self.marks.entry(self.mark_of(dep)).or_insert(Mark {
                     seq: 0,
                     running: 0,
                     at: now,

@@ -18,7 +18,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use super::keys::stable_hash;
 use crate::dep::Dep;
 
 /// How many registrations a process remembers (in [`STRIPES`] maps); beyond that an
@@ -36,19 +35,23 @@ pub(crate) struct Seen {
     stamp: u64,
 }
 
-/// One remembered registration: `dep`'s directory at its home has the bit of `shard`.
+/// One remembered registration: the directory of the dependency whose digest (with
+/// `shard`) is its key has the bit of `shard`, set under `stamp`. The digest, not the text:
+/// each costs the same whatever the dependency's length.
 struct Registered {
-    shard: usize,
-    dep: Box<str>,
     stamp: u64,
 }
+
+/// SHA-256 of (shard, dependency): a registration is skipped only for exactly this pair (a
+/// collision would skip one that is needed, so the hash must resist chosen texts).
+type Digest = [u8; 32];
 
 pub(crate) struct Registrations {
     /// Per shard: its directory version as last read, and the stamp of that reading.
     versions: Vec<Mutex<Seen>>,
     stamps: AtomicU64,
-    /// Registrations by a hash of (shard, dependency), in stripes.
-    known: Vec<Mutex<HashMap<u64, Registered>>>,
+    /// Registrations by their digest, in stripes.
+    known: Vec<Mutex<HashMap<Digest, Registered>>>,
 }
 
 impl Registrations {
@@ -92,11 +95,11 @@ impl Registrations {
         if seen.version.is_empty() {
             return false;
         }
-        let hash = key_hash(shard, dep);
-        let stripe = self.stripe(hash);
-        stripe.get(&hash).is_some_and(|known| {
-            known.stamp == seen.stamp && known.shard == shard && *known.dep == *dep.as_str()
-        })
+        let digest = digest(shard, dep);
+        let stripe = self.stripe(&digest);
+        stripe
+            .get(&digest)
+            .is_some_and(|known| known.stamp == seen.stamp)
     }
 
     /// Remembers that `dep`'s directory has the bit of `shard`, set after `seen` was read,
@@ -105,25 +108,18 @@ impl Registrations {
         if seen.version.is_empty() {
             return;
         }
-        let hash = key_hash(shard, dep);
-        let mut stripe = self.stripe(hash);
-        if stripe.len() >= CAPACITY / STRIPES && !stripe.contains_key(&hash) {
+        let digest = digest(shard, dep);
+        let mut stripe = self.stripe(&digest);
+        if stripe.len() >= CAPACITY / STRIPES && !stripe.contains_key(&digest) {
             if let Some(&victim) = stripe.keys().next() {
                 stripe.remove(&victim);
             }
         }
-        stripe.insert(
-            hash,
-            Registered {
-                shard,
-                dep: dep.as_str().into(),
-                stamp: seen.stamp,
-            },
-        );
+        stripe.insert(digest, Registered { stamp: seen.stamp });
     }
 
-    fn stripe(&self, hash: u64) -> std::sync::MutexGuard<'_, HashMap<u64, Registered>> {
-        self.known[(hash % STRIPES as u64) as usize]
+    fn stripe(&self, digest: &Digest) -> std::sync::MutexGuard<'_, HashMap<Digest, Registered>> {
+        self.known[usize::from(digest[0]) % STRIPES]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -131,8 +127,12 @@ impl Registrations {
 
 /// Where a registration is kept (a local hash: collisions are told apart by the stored
 /// shard and dependency). No allocation: it runs for every dependency of every put.
-fn key_hash(shard: usize, dep: &Dep) -> u64 {
-    stable_hash(dep.as_str().as_bytes()) ^ (shard as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+fn digest(shard: usize, dep: &Dep) -> Digest {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update((shard as u64).to_be_bytes());
+    hasher.update(dep.as_str().as_bytes());
+    hasher.finalize().into()
 }
 
 #[cfg(test)]
