@@ -449,3 +449,21 @@ fn rediss_with_a_private_root() {
     assert_eq!(code, 2);
     assert!(err.contains("cannot use Redis"), "{err}");
 }
+
+/// After `--`, an argument that looks like an option is a dependency (a script's
+/// `matroska invalidate -- "$DEP"` cannot be turned into another prefix).
+#[test]
+fn arguments_after_a_double_dash_are_never_options() {
+    let f = Fixture::new();
+    let (code, _, err) = f.run(&["put", "k", "1", "--dep", "tag:x", "--ttl", "1m"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = f.run(&["invalidate", "--", "--prefix=other", "tag:x"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("invalid dependency"), "{err}");
+    let (code, out, _) = f.run(&["has", "k"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, ""),
+        "nothing was invalidated elsewhere"
+    );
+}

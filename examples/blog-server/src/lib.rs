@@ -9,6 +9,14 @@
 //!
 //! Pages are sent with `Cache-Control: no-cache`: a browser keeps them but asks again each
 //! time with `If-None-Match`, which the layer answers with a 304 while the page is cached.
+//!
+//! **Not a template for authentication.** Anyone who reaches the server can edit, and the
+//! form has no CSRF token: the example listens on 127.0.0.1 only. A real site checks the
+//! editor (and a CSRF token) in the `POST` handler or a layer, and gives readers who are
+//! logged in either uncached pages (the layer bypasses requests with credentials) or
+//! per-user ones (`CacheLayer::per_user`, which must verify the session itself). Behind a
+//! reverse proxy, name the forwarded headers the handlers never read in
+//! `CacheLayer::ignore_headers`.
 
 use std::time::Duration;
 
@@ -100,7 +108,8 @@ struct Blog {
 
 /// The blog's routes, with its pages cached in `cache`.
 pub fn router(db: DatabaseConnection, cache: MatroskaCache) -> Router {
-    let layer = CacheLayer::new(cache.clone(), PAGE_TTL);
+    // A name of its own: pages survive deploys, and no other layer on the cache serves them.
+    let layer = CacheLayer::new(cache.clone(), PAGE_TTL).key_prefix("blog");
     Router::new()
         .route("/", get(index))
         .route("/articles/{id}", get(show).post(edit))
