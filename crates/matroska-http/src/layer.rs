@@ -60,11 +60,13 @@ impl Identity {
 
 type Predicate = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
 
-/// The variants of each URL this process stored lately: at most `max` per URL.
+/// The variants of each URL this process stored lately: at most `max` per URL. Variant
+/// keys are remembered by a 64-bit hash (a collision only counts two variants as one), in a
+/// table of at most 10,000 URLs.
 #[derive(Clone)]
 struct Variants {
     max: usize,
-    seen: moka::sync::Cache<String, Arc<Mutex<Vec<String>>>>,
+    seen: moka::sync::Cache<String, Arc<Mutex<Vec<u64>>>>,
 }
 
 impl Variants {
@@ -80,16 +82,17 @@ impl Variants {
 
     /// Whether the variant `key` of `base` may be stored: it was, or there is room.
     fn admit(&self, base: &str, key: &str) -> bool {
+        let hash = xxhash_rust::xxh3::xxh3_64(key.as_bytes());
         let seen = self.seen.get_with_by_ref(base, Arc::default);
         let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
-        if seen.iter().any(|k| k == key) {
+        if seen.contains(&hash) {
             return true;
         }
         // The base entry is a variant too.
         if seen.len() + 1 >= self.max {
             return false;
         }
-        seen.push(key.to_owned());
+        seen.push(hash);
         true
     }
 }
