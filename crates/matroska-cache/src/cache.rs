@@ -210,10 +210,18 @@ impl MatroskaCache {
 
     /// Counts an error before passing it on.
     pub(crate) fn count<T>(&self, result: Result<T>) -> Result<T> {
-        if result.is_err() {
+        if let Err(error) = &result {
             self.inner.counters.add(Counter::Errors, 1);
+            self.count_fast_failure(error);
         }
         result
+    }
+
+    /// Counts a call an open circuit breaker failed at once.
+    pub(crate) fn count_fast_failure(&self, error: &Error) {
+        if matches!(error, Error::Unavailable { .. }) {
+            self.inner.counters.add(Counter::FastFailures, 1);
+        }
     }
 
     /// A ticket for [`put_fenced`](Self::put_fenced): take it *before* reading the data the
@@ -434,7 +442,9 @@ impl MatroskaCache {
 
     /// This cache's counters.
     pub fn stats(&self) -> Stats {
-        self.inner.counters.snapshot()
+        let mut stats = self.inner.counters.snapshot();
+        stats.breaker_openings = self.inner.backend.breaker_openings();
+        stats
     }
 }
 

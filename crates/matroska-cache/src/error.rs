@@ -196,6 +196,18 @@ pub enum Error {
         acknowledged: usize,
     },
 
+    /// A server's circuit breaker is open: it stopped answering (timeouts, lost connections)
+    /// and calls to it fail at once instead of waiting out the timeout.
+    ///
+    /// Transient: after the breaker's `open_for`, one call probes the server, and the
+    /// breaker closes when it answers. `get_or_compute` computes instead, counted as a
+    /// fault. See `RedisBackendBuilder::circuit_breaker`.
+    #[error("Redis at {server} is not answering (circuit breaker open)")]
+    Unavailable {
+        /// `host:port` of the server (`standalone` on one server).
+        server: String,
+    },
+
     /// A Redis operation did not complete within the configured timeout.
     ///
     /// Redis is unreachable, overloaded or blocked. Retry later; the connection recovers by
@@ -211,7 +223,10 @@ impl Error {
     /// same way again until something is changed.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Timeout(_) | Error::RuntimeShutdown | Error::Replication { .. } => true,
+            Error::Timeout(_)
+            | Error::Unavailable { .. }
+            | Error::RuntimeShutdown
+            | Error::Replication { .. } => true,
             Error::Redis(error) => error.is_transient(),
             _ => false,
         }

@@ -298,6 +298,7 @@ impl MatroskaCache {
 
     fn fault(&self, key: &str, error: &Error) {
         self.inner.counters.add(Counter::Faults, 1);
+        self.count_fast_failure(error);
         // The key's head only: keys made from requests can be long.
         warn!(key = key::head(key), %error, "cache fault in get_or_compute; computing instead");
     }

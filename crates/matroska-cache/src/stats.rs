@@ -29,6 +29,11 @@ pub struct Stats {
     /// Cache faults that `get_or_compute` absorbed (Redis down, an undecodable value): it
     /// computed the value instead of failing.
     pub faults: u64,
+    /// Calls that failed at once with [`Error::Unavailable`](crate::Error::Unavailable): a
+    /// server's circuit breaker was open.
+    pub fast_failures: u64,
+    /// How often a server's circuit breaker opened (Redis backend).
+    pub breaker_openings: u64,
 }
 
 /// One counter of [`Counters`].
@@ -43,9 +48,10 @@ pub(crate) enum Counter {
     Computations,
     Fenced,
     Faults,
+    FastFailures,
 }
 
-const COUNTERS: usize = 9;
+const COUNTERS: usize = 10;
 
 /// One thread's share of every counter, on its own cache line: threads counting hits at
 /// millions per second would otherwise fight over one line.
@@ -158,6 +164,8 @@ impl Counters {
             computations: read(Counter::Computations),
             fenced: read(Counter::Fenced),
             faults: read(Counter::Faults),
+            fast_failures: read(Counter::FastFailures),
+            breaker_openings: 0,
         }
     }
 }
@@ -178,6 +186,7 @@ mod exported {
         "matroska_cache_computations_total",
         "matroska_cache_fenced_total",
         "matroska_cache_faults_total",
+        "matroska_cache_fast_failures_total",
     ];
 
     /// Histogram names, in the order of [`Op`](super::Op).

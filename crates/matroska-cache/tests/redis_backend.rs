@@ -1006,3 +1006,83 @@ async fn a_fenced_put_with_twelve_thousand_dependencies_is_stored() {
             .unwrap());
     }
 }
+
+/// A hung server (`SIGSTOP`: connections stay open, nothing answers): after three timeouts
+/// its circuit breaker opens and calls fail at once with `Error::Unavailable` instead of
+/// each waiting out the timeout; `get_or_compute` computes meanwhile; once the server
+/// answers again, a probe closes the breaker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_server_opens_the_circuit_breaker() {
+    let server = RedisServer::start();
+    let cache = MatroskaCache::new(
+        RedisBackend::builder(&server.url(), "p")
+            .timeout(Duration::from_millis(300))
+            .circuit_breaker(3, Duration::from_millis(500))
+            .build()
+            .await
+            .unwrap(),
+    );
+    cache.put("k", "v", [dep::tag("t")], MINUTE).await.unwrap();
+    let server_port = server.port();
+    server.pause();
+    for _ in 0..3 {
+        let err = cache.get::<String>("k").await.unwrap_err();
+        assert!(matches!(err, Error::Timeout(_)), "{err}");
+    }
+    assert_eq!(cache.stats().breaker_openings, 1);
+    for _ in 0..10 {
+        let err = cache.get::<String>("k").await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Unavailable { server } if *server == format!("127.0.0.1:{}", server_port))
+                && err.is_transient(),
+            "{err}"
+        );
+    }
+    assert_eq!(cache.stats().fast_failures, 10);
+    // Read-through computes (a fault), without waiting for the server.
+    let faults = cache.stats().faults;
+    let value: String = cache
+        .get_or_compute("k2", MINUTE, || async {
+            Ok::<_, std::io::Error>(("computed".to_owned(), [dep::tag("t")]))
+        })
+        .await
+        .unwrap();
+    assert_eq!(value, "computed");
+    assert_eq!(cache.stats().faults, faults + 1);
+    assert_eq!(cache.stats().fast_failures, 11);
+
+    server.resume();
+    // After open_for, one call probes; the server answers, the breaker closes.
+    let mut found = None;
+    for _ in 0..100 {
+        match cache.get::<String>("k").await {
+            Ok(value) => {
+                found = Some(value);
+                break;
+            }
+            Err(Error::Unavailable { .. }) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(error) => panic!("{error}"),
+        }
+    }
+    assert_eq!(found, Some(Some("v".to_owned())));
+    assert_eq!(cache.invalidate([dep::tag("t")]).await.unwrap(), 1);
+    assert_eq!(cache.stats().breaker_openings, 1);
+
+    // Off: a hung server makes every call wait out the timeout.
+    let off = MatroskaCache::new(
+        RedisBackend::builder(&server.url(), "p")
+            .timeout(Duration::from_millis(200))
+            .no_circuit_breaker()
+            .build()
+            .await
+            .unwrap(),
+    );
+    off.put("k", "v", [], MINUTE).await.unwrap();
+    server.pause();
+    for _ in 0..5 {
+        let err = off.get::<String>("k").await.unwrap_err();
+        assert!(matches!(err, Error::Timeout(_)), "{err}");
+    }
+    server.resume();
+    assert_eq!(off.stats().breaker_openings, 0);
+}

@@ -8,7 +8,7 @@ use std::sync::{Mutex, PoisonError};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::{free_port, RedisServer};
+use crate::{free_port, signal, RedisServer};
 
 /// How long a node may be unreachable before the cluster fails it over.
 pub const NODE_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -424,16 +424,6 @@ fn connect(node: &RedisServer) -> redis::RedisResult<redis::Connection> {
     conn.set_read_timeout(Some(Duration::from_secs(2)))?;
     conn.set_write_timeout(Some(Duration::from_secs(2)))?;
     Ok(conn)
-}
-
-fn signal(node: &RedisServer, signal: &str) {
-    let pid = node.pid().expect("the node is running");
-    let status = Command::new("kill")
-        .arg(signal)
-        .arg(pid.to_string())
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill {signal} {pid} failed");
 }
 
 /// Parses `CLUSTER NODES`.

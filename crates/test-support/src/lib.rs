@@ -194,6 +194,17 @@ impl RedisServer {
             .expect("ACL SETUSER");
     }
 
+    /// Stops the server with `SIGSTOP`: connections stay open and nothing answers, the way
+    /// a hung VM or a dropped network path behaves. [`resume`](Self::resume) continues it.
+    pub fn pause(&self) {
+        signal(self, "-STOP");
+    }
+
+    /// Continues a server [`pause`](Self::pause)d.
+    pub fn resume(&self) {
+        signal(self, "-CONT");
+    }
+
     /// Kills the server (as a crash would: no shutdown, no save).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -316,4 +327,15 @@ pub struct TlsCertificates {
     pub cert: String,
     /// The server's private key.
     pub key: String,
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to a running server.
+pub(crate) fn signal(node: &RedisServer, signal: &str) {
+    let pid = node.pid().expect("the node is running");
+    let status = std::process::Command::new("kill")
+        .arg(signal)
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid} failed");
 }

@@ -133,6 +133,12 @@ pub trait Backend: Send + Sync + 'static {
         "memory"
     }
 
+    /// How often a server's circuit breaker opened ([`Stats::breaker_openings`](crate::Stats)):
+    /// zero for backends without one.
+    fn breaker_openings(&self) -> u64 {
+        0
+    }
+
     /// The entry stored under `key`, if any.
     fn get(&self, key: &str) -> impl Future<Output = Result<Option<Encoded>>> + Send;
 
@@ -207,6 +213,7 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// backend behind one type. The cost is one allocation per operation.
 pub(crate) trait DynBackend: Send + Sync + 'static {
     fn label(&self) -> &str;
+    fn breaker_openings(&self) -> u64;
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Encoded>>>;
     fn get_many<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<Encoded>>>>;
     fn has<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>>;
@@ -243,6 +250,9 @@ pub(crate) trait DynBackend: Send + Sync + 'static {
 impl<B: Backend> DynBackend for B {
     fn label(&self) -> &str {
         Backend::label(self)
+    }
+    fn breaker_openings(&self) -> u64 {
+        Backend::breaker_openings(self)
     }
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Encoded>>> {
         Box::pin(Backend::get(self, key))

@@ -10,7 +10,10 @@ use tracing::debug;
 use super::connection;
 use super::keys::Layout;
 use super::router::{Router, RouterSettings};
-use super::{RedisBackend, DEFAULT_AUTO_PRUNE, DEFAULT_BATCH_SIZE, DEFAULT_TIMEOUT};
+use super::{
+    RedisBackend, DEFAULT_AUTO_PRUNE, DEFAULT_BATCH_SIZE, DEFAULT_BREAKER_FAILURES,
+    DEFAULT_BREAKER_OPEN_FOR, DEFAULT_TIMEOUT,
+};
 use crate::backend::DEFAULT_MAX_TICKET_AGE;
 use crate::error::{Error, Result};
 
@@ -36,6 +39,8 @@ pub struct RedisBackendBuilder {
     check_eviction_policy: bool,
     auto_prune: Option<Duration>,
     require_replicas: Option<(usize, Duration)>,
+    /// Consecutive failures that open a server's breaker, and for how long.
+    circuit_breaker: Option<(u32, Duration)>,
     #[cfg(feature = "tls")]
     tls_root_certificate: Option<Vec<u8>>,
 }
@@ -162,6 +167,7 @@ impl RedisBackendBuilder {
             check_eviction_policy: true,
             auto_prune: Some(DEFAULT_AUTO_PRUNE),
             require_replicas: None,
+            circuit_breaker: Some((DEFAULT_BREAKER_FAILURES, DEFAULT_BREAKER_OPEN_FOR)),
             #[cfg(feature = "tls")]
             tls_root_certificate: None,
         }
@@ -185,6 +191,24 @@ impl RedisBackendBuilder {
             return Ok(None);
         }
         super::tls::Tls::new(self.tls_root_certificate.as_deref()).map(Some)
+    }
+
+    /// The circuit breaker of each server (on by default: [`DEFAULT_BREAKER_FAILURES`]
+    /// consecutive failures, open for [`DEFAULT_BREAKER_OPEN_FOR`]): after `failures`
+    /// timeouts or connection failures in a row, calls to that server fail at once with
+    /// [`Error::Unavailable`] for `open_for` (`get_or_compute` computes instead, without
+    /// waiting out the timeout); then one call probes it, and its answer closes the
+    /// breaker. [`Stats`](crate::Stats) counts openings and fast failures.
+    pub fn circuit_breaker(mut self, failures: u32, open_for: Duration) -> Self {
+        self.circuit_breaker = Some((failures, open_for));
+        self
+    }
+
+    /// No circuit breaker: every call to a server that does not answer waits out the
+    /// timeout.
+    pub fn no_circuit_breaker(mut self) -> Self {
+        self.circuit_breaker = None;
+        self
     }
 
     /// Into how many shards (1 to 1,024) the cache is split, each with its own hash tag.
@@ -346,8 +370,24 @@ impl RedisBackendBuilder {
                 ));
             }
         }
+        let breaker = match self.circuit_breaker {
+            Some((failures, open_for)) if failures == 0 || open_for.is_zero() => {
+                return Err(Error::InvalidConfig(
+                    "the circuit breaker needs at least one failure and an open time above zero"
+                        .into(),
+                ))
+            }
+            Some((failures, open_for)) => Some(super::breaker::Settings {
+                failures,
+                open_for,
+                openings: Arc::default(),
+                label: Arc::from(self.prefix.as_str()),
+            }),
+            None => None,
+        };
         let router = Router::new(layout, settings()?);
         let backend = RedisBackend {
+            breaker,
             alive: Arc::new(()),
             router: Arc::new(router),
             prefix: Arc::from(self.prefix.as_str()),

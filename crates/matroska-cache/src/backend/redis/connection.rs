@@ -252,6 +252,8 @@ fn replication(info: &str) -> (Option<String>, Option<String>) {
 pub(crate) struct Node {
     /// `host:port`, or `standalone`.
     name: String,
+    /// `host:port` (for messages).
+    address: String,
     client: redis::Client,
     connect_timeout: Duration,
     /// How many shards the cache has (each session keeps a floor per shard).
@@ -265,6 +267,8 @@ pub(crate) struct Node {
     /// How to open `rediss://` connections.
     #[cfg(feature = "tls")]
     tls: Option<super::tls::Tls>,
+    /// Fails calls at once while the server does not answer.
+    pub(crate) breaker: super::breaker::Breaker,
 }
 
 impl Node {
@@ -276,6 +280,7 @@ impl Node {
     ) -> Self {
         Node {
             name: name.to_owned(),
+            address: super::router::addr_of(client.get_connection_info()),
             client,
             connect_timeout,
             shards,
@@ -284,12 +289,18 @@ impl Node {
             waiter: tokio::sync::Mutex::new(None),
             #[cfg(feature = "tls")]
             tls: None,
+            breaker: super::breaker::Breaker::default(),
         }
     }
 
     /// `host:port`, or `standalone`.
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// `host:port`, also of the `standalone` node.
+    pub(crate) fn address(&self) -> &str {
+        &self.address
     }
 
     /// Opens `rediss://` connections with `tls`.

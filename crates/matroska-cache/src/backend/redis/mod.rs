@@ -62,6 +62,7 @@
 //! every ten minutes by default ([`RedisBackendBuilder::auto_prune`]), each shard by one
 //! process at a time.
 
+mod breaker;
 mod builder;
 mod connection;
 mod entry;
@@ -103,6 +104,11 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_AUTO_PRUNE: Duration = Duration::from_secs(600);
 /// The default number of members an invalidation or prune handles per atomic batch.
 pub const DEFAULT_BATCH_SIZE: usize = 1_000;
+/// Consecutive timeouts or connection failures that open a server's circuit breaker, by
+/// default.
+pub const DEFAULT_BREAKER_FAILURES: u32 = 3;
+/// How long a server's circuit breaker stays open before a call probes it, by default.
+pub const DEFAULT_BREAKER_OPEN_FOR: Duration = Duration::from_secs(1);
 
 /// A backend that keeps entries in Redis (one server or a Redis Cluster), shared by every
 /// process that uses the same prefix.
@@ -135,6 +141,8 @@ pub struct RedisBackend {
     max_ticket_age: Duration,
     /// `WAIT` for this many replicas, this long, after each invalidation.
     require_replicas: Option<(usize, Duration)>,
+    /// When servers' circuit breakers open (`None`: never).
+    breaker: Option<breaker::Settings>,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -480,6 +488,12 @@ fn decode_entry(key: &str, bytes: Vec<u8>) -> Result<(Encoded, Vec<Dep>)> {
 impl Backend for RedisBackend {
     fn label(&self) -> &str {
         &self.prefix
+    }
+
+    fn breaker_openings(&self) -> u64 {
+        self.breaker.as_ref().map_or(0, |settings| {
+            settings.openings.load(std::sync::atomic::Ordering::Relaxed)
+        })
     }
 
     async fn get(&self, key: &str) -> Result<Option<Encoded>> {

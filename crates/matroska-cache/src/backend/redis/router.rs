@@ -515,7 +515,7 @@ impl Router {
 }
 
 /// `host:port` of a connection's address.
-fn addr_of(info: &ConnectionInfo) -> String {
+pub(crate) fn addr_of(info: &ConnectionInfo) -> String {
     match info.addr() {
         ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
             format!("{host}:{port}")
@@ -599,6 +599,35 @@ impl RedisBackend {
     /// connection it goes out on; returns the reply and that floor. Follows the rules in the
     /// [module documentation](self), within the backend's timeout.
     pub(crate) async fn send<T: FromRedisValue>(
+        &self,
+        shard: usize,
+        build: impl Fn(u64) -> Request,
+    ) -> Result<(T, u64)> {
+        // The breaker of the server last known to serve the shard (none before the first
+        // request, or without breakers).
+        let node = self
+            .breaker
+            .as_ref()
+            .and_then(|_| self.router.known_node_of(shard));
+        let admission = match &node {
+            Some(node) => Some(node.breaker.admit(node.address())?),
+            None => None,
+        };
+        let outcome = self.send_routed(shard, build).await;
+        if let (Some(settings), Some(node), Some(admission)) = (&self.breaker, &node, admission) {
+            let answered = match &outcome {
+                Err(Error::Timeout(_)) => false,
+                Err(error) => !error.is_connection_loss(),
+                Ok(_) => true,
+            };
+            node.breaker
+                .record(admission, answered, settings, node.address());
+        }
+        outcome
+    }
+
+    /// [`send`](Self::send) past the circuit breaker.
+    async fn send_routed<T: FromRedisValue>(
         &self,
         shard: usize,
         build: impl Fn(u64) -> Request,
