@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures_util::future::try_join_all;
 use redis::{ConnectionInfo, IntoConnectionInfo};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::connection;
 use super::keys::Layout;
@@ -400,6 +400,14 @@ impl RedisBackendBuilder {
         for (node, _) in backend.router.masters().await? {
             let session = node.session().await?;
             check_version(&session.version)?;
+            if !session.stable_identity {
+                warn!(
+                    server = node.address(),
+                    "this Redis endpoint reports no run_id or master_replid (a proxy?): every \
+                     reconnect starts a new epoch, and the cache reads empty after it; connect \
+                     to the servers themselves if you can"
+                );
+            }
             if self.check_eviction_policy {
                 // From `INFO memory`, read at connect: no `CONFIG GET`, which would also let
                 // the cache's user read `requirepass` and `masterauth`.

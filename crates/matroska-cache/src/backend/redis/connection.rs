@@ -115,6 +115,9 @@ pub(crate) struct Session {
     /// `<run id>/<replication id>`: a restart, a promoted replica, and a master demoted and
     /// promoted again each have another (see the module docs).
     pub(crate) identity: String,
+    /// Whether the server reported its run id and replication id (else each connection
+    /// starts a new epoch: see [`identity_of`]).
+    pub(crate) stable_identity: bool,
     /// The replication id part of the identity.
     replication_id: String,
     /// The server's `maxmemory_policy` (`INFO memory`), if it reports one.
@@ -241,6 +244,20 @@ fn info_field(info: &str, name: &str) -> Option<String> {
 }
 
 /// The role and the replication id in an `INFO replication` reply.
+/// A server's identity from its `INFO`: `<run id>/<replication id>`, its replication id,
+/// and whether both were there. A server without them (a proxy, say) gets a random one, so
+/// a new epoch on every connection: the safe side, since a restart behind it cannot be told
+/// apart, but the cache then reads empty after every reconnect.
+fn identity_of(info: &str) -> (String, String, bool) {
+    let unknown = || format!("unknown-{}", rand::random::<u64>());
+    let run_id = info_field(info, "run_id:");
+    let replication_id = replication(info).1;
+    let stable = run_id.is_some() && replication_id.is_some();
+    let run_id = run_id.unwrap_or_else(unknown);
+    let replication_id = replication_id.unwrap_or_else(unknown);
+    (format!("{run_id}/{replication_id}"), replication_id, stable)
+}
+
 fn replication(info: &str) -> (Option<String>, Option<String>) {
     (
         info_field(info, "role:"),
@@ -410,12 +427,7 @@ impl Node {
             .map_err(|_| Error::Timeout(limit))??;
         let field = |name: &str| info_field(&info, name);
         let version = field("redis_version:").unwrap_or_else(|| "unknown".into());
-        // A server without a run id (a proxy, say) gets a new epoch on every connection: the
-        // safe side, since a restart behind it cannot be told apart.
-        let unknown = || format!("unknown-{}", rand::random::<u64>());
-        let run_id = field("run_id:").unwrap_or_else(unknown);
-        let replication_id = replication(&info).1.unwrap_or_else(unknown);
-        let identity = format!("{run_id}/{replication_id}");
+        let (identity, replication_id, stable_identity) = identity_of(&info);
         let eviction_policy = field("maxmemory_policy:");
         debug!(%identity, %version, ?eviction_policy, "connected to Redis");
         if eviction_policy.as_deref().is_some_and(evicts_indexes) {
@@ -431,6 +443,7 @@ impl Node {
             conn,
             version,
             identity,
+            stable_identity,
             replication_id,
             eviction_policy,
             last_used: AtomicU64::new(now_ms()),
@@ -439,5 +452,25 @@ impl Node {
             floors: (0..self.shards).map(|_| AtomicU64::new(UNKNOWN)).collect(),
             broken: AtomicBool::new(false),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_without_run_id_has_no_stable_identity() {
+        let server = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc\r\n# Replication\r\nrole:master\r\nmaster_replid:r1\r\n";
+        let (identity, replication_id, stable) = identity_of(server);
+        assert_eq!(
+            (identity.as_str(), replication_id.as_str(), stable),
+            ("abc/r1", "r1", true)
+        );
+        let proxy = "# Server\r\nredis_version:7.0.15\r\n# Replication\r\nrole:master\r\n";
+        let (first, _, stable) = identity_of(proxy);
+        assert!(!stable);
+        // Each connection is another epoch.
+        assert_ne!(first, identity_of(proxy).0);
     }
 }
