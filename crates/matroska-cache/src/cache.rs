@@ -53,6 +53,8 @@ pub(crate) struct Inner {
     pub(crate) flights: Flights,
     pub(crate) lease_timeout: Duration,
     on_invalidate: Vec<InvalidationHook>,
+    /// TTLs are spread by up to this fraction either way.
+    ttl_jitter: f64,
 }
 
 /// A function called with the dependencies of every invalidation this cache runs (see
@@ -65,6 +67,7 @@ pub struct MatroskaCacheBuilder {
     backend: Arc<dyn DynBackend>,
     lease_timeout: Duration,
     on_invalidate: Vec<InvalidationHook>,
+    ttl_jitter: f64,
 }
 
 impl std::fmt::Debug for MatroskaCacheBuilder {
@@ -72,6 +75,7 @@ impl std::fmt::Debug for MatroskaCacheBuilder {
         f.debug_struct("MatroskaCacheBuilder")
             .field("lease_timeout", &self.lease_timeout)
             .field("on_invalidate", &self.on_invalidate.len())
+            .field("ttl_jitter", &self.ttl_jitter)
             .finish_non_exhaustive()
     }
 }
@@ -116,11 +120,27 @@ impl MatroskaCacheBuilder {
         self
     }
 
-    /// The cache; a zero lease timeout is an [`Error::InvalidConfig`].
+    /// Spreads every entry's TTL by a random amount of up to `fraction` of it either way
+    /// (`0.1`: a 60 s TTL becomes 54 to 66 s), so that entries written together (a deploy's
+    /// cold start, a burst of reads) do not all expire, and recompute, together. Default 0;
+    /// `fraction` must be at least 0 and below 1. The result stays within the TTL rule
+    /// (at least 1 ms, at most [`MAX_TTL`](crate::MAX_TTL)).
+    pub fn ttl_jitter(mut self, fraction: f64) -> Self {
+        self.ttl_jitter = fraction;
+        self
+    }
+
+    /// The cache; a zero lease timeout or a jitter outside `0..1` is an
+    /// [`Error::InvalidConfig`].
     pub fn build(self) -> Result<MatroskaCache> {
         if self.lease_timeout.is_zero() {
             return Err(Error::InvalidConfig(
                 "the lease timeout must be above zero".into(),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.ttl_jitter) {
+            return Err(Error::InvalidConfig(
+                "the TTL jitter must be at least 0 and below 1".into(),
             ));
         }
         Ok(MatroskaCache {
@@ -130,6 +150,7 @@ impl MatroskaCacheBuilder {
                 flights: Flights::default(),
                 lease_timeout: self.lease_timeout,
                 on_invalidate: self.on_invalidate,
+                ttl_jitter: self.ttl_jitter,
             }),
         })
     }
@@ -160,6 +181,7 @@ impl MatroskaCache {
             backend: Arc::new(backend),
             lease_timeout: DEFAULT_LEASE_TIMEOUT,
             on_invalidate: Vec::new(),
+            ttl_jitter: 0.0,
         }
     }
 
@@ -217,6 +239,11 @@ impl MatroskaCache {
         result
     }
 
+    /// The TTL an entry is stored with: checked ([`ttl::check`]), then jittered.
+    pub(crate) fn stored_ttl(&self, ttl: Duration) -> Result<Duration> {
+        ttl::check(ttl).map(|ttl| ttl::jittered(ttl, self.inner.ttl_jitter))
+    }
+
     /// Counts a call an open circuit breaker failed at once.
     pub(crate) fn count_fast_failure(&self, error: &Error) {
         if matches!(error, Error::Unavailable { .. }) {
@@ -264,7 +291,7 @@ impl MatroskaCache {
         ticket: &Ticket,
     ) -> Result<bool> {
         let _timer = self.inner.counters.time(Op::Put);
-        let ttl = self.count(ttl::check(ttl))?;
+        let ttl = self.count(self.stored_ttl(ttl))?;
         self.count(key::check(key))?;
         let encoded = self.count(Encoded::encode(key, value))?;
         let deps = dep::sorted_unique(deps);
@@ -308,7 +335,7 @@ impl MatroskaCache {
         ttl: Duration,
     ) -> Result<()> {
         let _timer = self.inner.counters.time(Op::Put);
-        let ttl = self.count(ttl::check(ttl))?;
+        let ttl = self.count(self.stored_ttl(ttl))?;
         self.count(key::check(key))?;
         let encoded = self.count(Encoded::encode(key, value))?;
         let deps = dep::sorted_unique(deps);

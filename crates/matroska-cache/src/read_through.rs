@@ -50,8 +50,8 @@ use crate::codec::Encoded;
 use crate::dep::{self, Dep};
 use crate::error::Error;
 use crate::flight::{Flight, Role, Shared};
+use crate::key;
 use crate::stats::{Counter, Op};
-use crate::{key, ttl};
 
 /// A computation running in a task: what it has collected, and the one it runs inside.
 struct Computation {
@@ -197,7 +197,10 @@ impl MatroskaCache {
         Fut: Future<Output = Result<(T, D), E>> + Send,
         E: Send,
     {
-        let ttl = match ttl::check(ttl).and_then(|ttl| key::check(key).map(|()| ttl)) {
+        let ttl = match self
+            .stored_ttl(ttl)
+            .and_then(|ttl| key::check(key).map(|()| ttl))
+        {
             Ok(ttl) => ttl,
             // Like `put`, an invalid TTL or key is refused; here that means the value is
             // returned but not stored (and the cache is not read for a value it could not

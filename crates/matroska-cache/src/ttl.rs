@@ -26,6 +26,18 @@ pub(crate) fn check(ttl: Duration) -> Result<Duration> {
     Ok(Duration::from_millis(millis(ttl)))
 }
 
+/// `ttl` (checked) spread by a random factor in `1 - fraction ..= 1 + fraction`, in whole
+/// milliseconds, at least 1 ms and at most [`MAX_TTL`].
+pub(crate) fn jittered(ttl: Duration, fraction: f64) -> Duration {
+    if fraction <= 0.0 {
+        return ttl;
+    }
+    let factor = 1.0 + rand::random_range(-fraction..=fraction);
+    let ms = (ttl.as_millis() as f64 * factor).round();
+    let ms = ms.clamp(1.0, millis(MAX_TTL) as f64) as u64;
+    Duration::from_millis(ms)
+}
+
 /// Whole milliseconds, rounded up, saturating at `u64::MAX`.
 pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
@@ -42,6 +54,20 @@ pub(crate) fn redis_millis(duration: Duration) -> u64 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn jitter_spreads_within_the_fraction_and_the_rule() {
+        let ttl = Duration::from_secs(100);
+        assert_eq!(jittered(ttl, 0.0), ttl);
+        let spread: Vec<Duration> = (0..1000).map(|_| jittered(ttl, 0.2)).collect();
+        assert!(spread
+            .iter()
+            .all(|t| *t >= Duration::from_secs(80) && *t <= Duration::from_secs(120)));
+        let below = spread.iter().filter(|t| **t < ttl).count();
+        assert!((300..700).contains(&below), "{below} of 1000 below the TTL");
+        assert!(jittered(Duration::from_millis(1), 0.99) >= Duration::from_millis(1));
+        assert!(jittered(MAX_TTL, 0.99) <= MAX_TTL);
+    }
 
     #[test]
     fn the_rule() {

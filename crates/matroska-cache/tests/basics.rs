@@ -262,6 +262,66 @@ async fn one_key_length_rule_on_every_backend(h: Harness) {
     assert_eq!(c.invalidate(&deps).await.unwrap(), 1);
 }
 
+/// `ttl_jitter` spreads the TTLs entries are stored with, within the fraction, through
+/// `put` and `get_or_compute` alike; a fraction outside `0..1` is a configuration error.
+async fn ttl_jitter_spreads_what_is_stored(h: Harness) {
+    for bad in [-0.1, 1.0, f64::NAN] {
+        let err = h.other_builder().await.ttl_jitter(bad).build().unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig(_)), "{bad}: {err}");
+    }
+    let c = h.other_builder().await.ttl_jitter(0.5).build().unwrap();
+    let ttl = Duration::from_secs(100);
+    for i in 0..40 {
+        if i % 2 == 0 {
+            c.put(&format!("j{i}"), &i, [], ttl).await.unwrap();
+        } else {
+            let _: u32 = c
+                .get_or_compute(&format!("j{i}"), ttl, || async move {
+                    Ok::<_, std::io::Error>((i, [dep::tag("j")]))
+                })
+                .await
+                .unwrap();
+        }
+    }
+    let stored: Vec<Duration> = match &h.kind {
+        support::Kind::Memory(backend) => (0..40)
+            .map(|i| backend.stored_ttl(&format!("j{i}")).unwrap())
+            .collect(),
+        support::Kind::Redis { .. } => {
+            let mut connection = h.connections().remove(0);
+            h.redis_keys()
+                .iter()
+                .filter(|key| key.contains(":d:j"))
+                .map(|key| {
+                    let ms: u64 = ::redis::cmd("PTTL")
+                        .arg(key)
+                        .query(&mut connection)
+                        .unwrap();
+                    Duration::from_millis(ms)
+                })
+                .collect()
+        }
+        // The cluster run checks the spread on one server.
+        support::Kind::Cluster { .. } => return,
+    };
+    assert_eq!(stored.len(), 40);
+    assert!(
+        stored
+            .iter()
+            .all(|t| *t >= Duration::from_secs(49) && *t <= Duration::from_secs(150)),
+        "{stored:?}"
+    );
+    let below = stored
+        .iter()
+        .filter(|t| **t < Duration::from_secs(95))
+        .count();
+    let above = stored
+        .iter()
+        .filter(|t| **t > Duration::from_secs(105))
+        .count();
+    assert!(below > 0 && above > 0, "not spread: {stored:?}");
+}
+
 async fn unlimited_durations_do_not_panic(h: Harness) {
     let c = h.with_unlimited_durations().await;
     c.put("k", "v", [dep::tag("t")], MINUTE).await.unwrap();
@@ -398,6 +458,7 @@ backend_tests!(
     wrong_type_is_an_error_not_a_panic,
     one_ttl_rule_on_every_backend,
     one_key_length_rule_on_every_backend,
+    ttl_jitter_spreads_what_is_stored,
     unlimited_durations_do_not_panic,
     entries_expire,
     arbitrary_utf8_keys_and_deps,

@@ -334,6 +334,12 @@ impl MemoryBackend {
         self.mark_hasher.hash_one(dep.as_str())
     }
 
+    /// The TTL the entry under `key` was stored with (jitter included), if there is one: what
+    /// Redis's `PTTL` tells of an entry there, as it was at the put.
+    pub fn stored_ttl(&self, key: &str) -> Option<Duration> {
+        self.entries.get(key).map(|entry| entry.ttl)
+    }
+
     /// The generation of the entry under `key`, if any.
     fn generation_of(&self, key: &str) -> Option<u64> {
         self.entries.get(key).map(|e| e.generation)

@@ -152,6 +152,15 @@ impl Harness {
         }
     }
 
+    /// A cache builder on the same store, as another process would have.
+    pub async fn other_builder(&self) -> matroska_cache::MatroskaCacheBuilder {
+        match (&self.kind, self.redis_builder()) {
+            (Kind::Memory(backend), _) => MatroskaCache::builder(backend.clone()),
+            (_, Some(builder)) => MatroskaCache::builder(builder.build().await.unwrap()),
+            (_, None) => unreachable!(),
+        }
+    }
+
     /// A cache on the same store with a small invalidation batch, so that large fan-outs take
     /// the batched path.
     pub async fn with_batch_size(&self, batch: usize) -> MatroskaCache {
