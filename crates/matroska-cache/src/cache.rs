@@ -55,6 +55,9 @@ pub(crate) struct Inner {
     on_invalidate: Vec<InvalidationHook>,
     /// TTLs are spread by up to this fraction either way.
     ttl_jitter: f64,
+    /// Invalidations this cache (and its clones) began: a value computed while one began
+    /// is not handed to other callers unstored.
+    invalidations_begun: std::sync::atomic::AtomicU64,
 }
 
 /// A function called with the dependencies of every invalidation this cache runs (see
@@ -151,6 +154,7 @@ impl MatroskaCacheBuilder {
                 lease_timeout: self.lease_timeout,
                 on_invalidate: self.on_invalidate,
                 ttl_jitter: self.ttl_jitter,
+                invalidations_begun: Default::default(),
             }),
         })
     }
@@ -242,6 +246,13 @@ impl MatroskaCache {
     /// The TTL an entry is stored with: checked ([`ttl::check`]), then jittered.
     pub(crate) fn stored_ttl(&self, ttl: Duration) -> Result<Duration> {
         ttl::check(ttl).map(|ttl| ttl::jittered(ttl, self.inner.ttl_jitter))
+    }
+
+    /// How many invalidations this cache has begun.
+    pub(crate) fn invalidations_begun(&self) -> u64 {
+        self.inner
+            .invalidations_begun
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Counts a call an open circuit breaker failed at once.
@@ -435,6 +446,9 @@ impl MatroskaCache {
         deps: impl IntoIterator<Item = D>,
     ) -> Result<u64> {
         let _timer = self.inner.counters.time(Op::Invalidate);
+        self.inner
+            .invalidations_begun
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let deps = dep::sorted_unique(deps.into_iter().map(|d| d.borrow().clone()));
         let cache = self.clone();
         let outcome = detach::run_to_completion(async move {
