@@ -7,13 +7,15 @@
 //! cargo bench -p matroska-cache --bench compare -- --max-dependents 100000   # fan-out up to 100k only
 //! cargo bench -p matroska-cache --bench compare -- --only many-deps          # one section: ops,
 //!                                                  # shards, memory, fanout, many-deps,
-//!                                                  # cluster, repair or replica-wait
+//!                                                  # cluster, repair, replica-wait
+//!                                                  # or degraded
 //! ```
 //!
 //! Prints Markdown tables (single operations, fan-out invalidation, memory per entry) and
 //! writes the fan-out plot to `docs/fanout.svg`.
 
 mod cluster;
+mod degraded;
 mod fanout;
 mod many_deps;
 mod memory_use;
@@ -138,6 +140,11 @@ async fn run() {
     if runs("repair") {
         println!("\n## Directory repair after a failover (local cluster)\n");
         repair::section(repair_entries()).await;
+    }
+
+    if runs("degraded") {
+        println!("\n## get_or_compute while Redis hangs (SIGSTOP)\n");
+        degraded::section().await;
     }
 
     if runs("replica-wait") {
