@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tracing::{debug, trace};
+use tracing::{debug, trace, warn};
 
 use crate::backend::memory::MemoryBackend;
 #[cfg(feature = "redis")]
@@ -17,6 +17,7 @@ use crate::dep::{self, Dep};
 use crate::detach;
 use crate::error::{Error, Result};
 use crate::flight::Flights;
+use crate::recovery::Recovery;
 use crate::stats::{Counter, Counters, Op, Stats};
 use crate::{key, ttl};
 
@@ -58,6 +59,8 @@ pub(crate) struct Inner {
     /// Invalidations this cache (and its clones) began: a value computed while one began
     /// is not handed to other callers unstored.
     invalidations_begun: std::sync::atomic::AtomicU64,
+    /// Failed invalidations waiting for a retry.
+    pub(crate) recovery: Recovery,
 }
 
 /// A function called with the dependencies of every invalidation this cache runs (see
@@ -155,6 +158,7 @@ impl MatroskaCacheBuilder {
                 on_invalidate: self.on_invalidate,
                 ttl_jitter: self.ttl_jitter,
                 invalidations_begun: Default::default(),
+                recovery: Recovery::default(),
             }),
         })
     }
@@ -362,7 +366,7 @@ impl MatroskaCache {
     /// A stored value that does not decode as `T` is [`Error::Decode`].
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         let _timer = self.inner.counters.time(Op::Get);
-        let found = self.count(self.inner.backend.get(key).await)?;
+        let found = self.count(self.read(key).await)?;
         let counters = &self.inner.counters;
         match found {
             Some(encoded) => {
@@ -403,7 +407,16 @@ impl MatroskaCache {
         let _timer = self.inner.counters.time(Op::Get);
         let keys: Vec<_> = keys.into_iter().collect();
         let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
-        let found = self.count(self.inner.backend.get_many(&keys).await)?;
+        let found = if self.inner.recovery.is_empty() {
+            self.count(self.inner.backend.get_many(&keys).await)?
+        } else {
+            // Failed invalidations wait for a retry: each entry's dependencies are checked.
+            let mut found = Vec::with_capacity(keys.len());
+            for key in &keys {
+                found.push(self.count(self.read(key).await)?);
+            }
+            found
+        };
         let counters = &self.inner.counters;
         let hits = found.iter().filter(|f| f.is_some()).count() as u64;
         counters.add(Counter::Hits, hits);
@@ -419,7 +432,36 @@ impl MatroskaCache {
 
     /// Whether a value is stored under `key`.
     pub async fn has(&self, key: &str) -> Result<bool> {
+        if !self.inner.recovery.is_empty() {
+            return Ok(self.count(self.read(key).await)?.is_some());
+        }
         self.count(self.inner.backend.has(key).await)
+    }
+
+    /// The entry under `key`, as this process may read it: absent if it depends on a
+    /// dependency whose failed invalidation waits for a retry.
+    pub(crate) async fn read(&self, key: &str) -> Result<Option<Encoded>> {
+        let backend = &self.inner.backend;
+        if self.inner.recovery.is_empty() {
+            return backend.get(key).await;
+        }
+        Ok(self
+            .unless_pending(backend.get_with_deps(key).await?)
+            .map(|(encoded, _)| encoded))
+    }
+
+    /// `entry`, unless it depends on a dependency whose failed invalidation waits.
+    pub(crate) fn unless_pending(
+        &self,
+        entry: Option<(Encoded, Vec<Dep>)>,
+    ) -> Option<(Encoded, Vec<Dep>)> {
+        entry.filter(|(_, deps)| !self.inner.recovery.any_pending(deps))
+    }
+
+    /// How many dependencies of failed invalidations wait for a retry in this process
+    /// (see [`invalidate`](Self::invalidate)).
+    pub fn pending_invalidations(&self) -> usize {
+        self.inner.recovery.len()
     }
 
     /// Removes the entry under `key`; returns whether there was one.
@@ -441,6 +483,11 @@ impl MatroskaCache {
     /// runtime for that; outside one it runs in place): dropping this future, for example
     /// under a timeout or when a web client disconnects, does not leave some dependents
     /// readable.
+    ///
+    /// An invalidation that fails for a transient reason ([`Error::is_transient`]: Redis
+    /// timed out, hung or unreachable) returns its error, and is also retried in the
+    /// background, with backoff, until it succeeds ([`crate::recovery`]); meanwhile this
+    /// process reads the entries of its dependencies as absent.
     pub async fn invalidate<D: Borrow<Dep>>(
         &self,
         deps: impl IntoIterator<Item = D>,
@@ -456,7 +503,18 @@ impl MatroskaCache {
             for hook in &cache.inner.on_invalidate {
                 hook(&deps);
             }
-            let dropped = dropped?;
+            let dropped = match dropped {
+                Ok(dropped) => dropped,
+                Err(error) => {
+                    if error.is_transient() {
+                        // Retried in the background; meanwhile this process reads these
+                        // dependencies' entries as gone.
+                        cache.inner.recovery.enqueue(&cache.inner, &deps);
+                        warn!(%error, deps = deps.len(), "an invalidation failed; it is retried until it succeeds");
+                    }
+                    return Err(error);
+                }
+            };
             let counters = &cache.inner.counters;
             counters.add(Counter::Invalidations, 1);
             counters.add(Counter::Dropped, dropped);

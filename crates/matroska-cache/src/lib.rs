@@ -37,6 +37,7 @@ mod key_argument;
 #[cfg_attr(docsrs, doc(cfg(feature = "sea-orm")))]
 pub mod orm;
 pub mod read_through;
+pub mod recovery;
 pub mod scopes;
 pub mod stats;
 pub mod ttl;

@@ -269,8 +269,10 @@ impl MatroskaCache {
         let timer = self.inner.counters.time(Op::Get);
         // Only a nested computation needs the entry's dependencies.
         let nested = COMPUTATION.try_with(|_| ()).is_ok();
-        let found = if nested {
-            self.inner.backend.get_with_deps(key).await
+        let found = if nested || !self.inner.recovery.is_empty() {
+            // Failed invalidations waiting for a retry: an entry of theirs is a miss here.
+            let found = self.inner.backend.get_with_deps(key).await;
+            found.map(|entry| self.unless_pending(entry))
         } else {
             let found = self.inner.backend.get(key).await;
             found.map(|hit| hit.map(|encoded| (encoded, Vec::new())))
@@ -453,6 +455,12 @@ impl MatroskaCache {
                 Ok((ticket, Lease::Granted)) => break Some(ticket),
                 // Stored since this caller missed (by the previous lease holder, say).
                 // (One that does not decode as `T` was counted as a fault by the lookup.)
+                // Built from a dependency whose failed invalidation waits: compute.
+                Ok((ticket, Lease::Cached((_, deps))))
+                    if self.inner.recovery.any_pending(&deps) =>
+                {
+                    break Some(ticket)
+                }
                 Ok((ticket, Lease::Cached((encoded, deps)))) => match encoded.decode(key) {
                     Ok(value) => {
                         self.inner.counters.add(Counter::Hits, 1);

@@ -34,6 +34,9 @@ pub struct Stats {
     pub fast_failures: u64,
     /// How often a server's circuit breaker opened (Redis backend).
     pub breaker_openings: u64,
+    /// Dependencies of failed invalidations dropped from the retry queue (it was full, or
+    /// the retry failed for good): their dependents may stay readable until their TTL.
+    pub invalidations_not_retried: u64,
 }
 
 /// One counter of [`Counters`].
@@ -49,9 +52,10 @@ pub(crate) enum Counter {
     Fenced,
     Faults,
     FastFailures,
+    InvalidationsNotRetried,
 }
 
-const COUNTERS: usize = 10;
+const COUNTERS: usize = 11;
 
 /// One thread's share of every counter, on its own cache line: threads counting hits at
 /// millions per second would otherwise fight over one line.
@@ -165,6 +169,7 @@ impl Counters {
             fenced: read(Counter::Fenced),
             faults: read(Counter::Faults),
             fast_failures: read(Counter::FastFailures),
+            invalidations_not_retried: read(Counter::InvalidationsNotRetried),
             breaker_openings: 0,
         }
     }
@@ -187,6 +192,7 @@ mod exported {
         "matroska_cache_fenced_total",
         "matroska_cache_faults_total",
         "matroska_cache_fast_failures_total",
+        "matroska_cache_invalidations_not_retried_total",
     ];
 
     /// Histogram names, in the order of [`Op`](super::Op).

@@ -1148,3 +1148,61 @@ async fn single_flight_while_the_cache_is_unreachable() {
     }
     server.resume();
 }
+
+/// Redis paused during edits: 100 invalidations fail (and say so), are queued, and this
+/// process reads their dependents as gone; once Redis answers again the queue drains by
+/// itself and every dependent is gone for every process, with no call from the application.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_invalidations_are_retried_until_they_succeed() {
+    let server = RedisServer::start();
+    let cache = MatroskaCache::new(
+        RedisBackend::builder(&server.url(), "p")
+            .timeout(Duration::from_millis(200))
+            .circuit_breaker(3, Duration::from_millis(200))
+            .build()
+            .await
+            .unwrap(),
+    );
+    let other = MatroskaCache::redis(&server.url(), "p").await.unwrap();
+    for i in 0..100 {
+        cache
+            .put(&format!("page{i}"), &i, [dep::id("article", i)], MINUTE)
+            .await
+            .unwrap();
+    }
+    cache
+        .put("kept", "v", [dep::tag("other")], MINUTE)
+        .await
+        .unwrap();
+    server.pause();
+    for i in 0..100 {
+        let err = cache.invalidate([dep::id("article", i)]).await.unwrap_err();
+        assert!(err.is_transient(), "{err}");
+    }
+    assert_eq!(cache.pending_invalidations(), 100);
+    server.resume();
+    // Until the queue drains (or after: both are right), this process never reads them.
+    for i in 0..100 {
+        if let Ok(found) = cache.get::<u64>(&format!("page{i}")).await {
+            assert_eq!(found, None, "page{i} was read back before its retry");
+        }
+    }
+    let mut waited = Duration::ZERO;
+    while cache.pending_invalidations() > 0 && waited < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += Duration::from_millis(50);
+    }
+    assert_eq!(cache.pending_invalidations(), 0, "retried within 5 s");
+    for i in 0..100 {
+        assert_eq!(other.get::<u64>(&format!("page{i}")).await.unwrap(), None);
+    }
+    assert_eq!(
+        other.get::<String>("kept").await.unwrap().as_deref(),
+        Some("v")
+    );
+    assert_eq!(
+        cache.get::<String>("kept").await.unwrap().as_deref(),
+        Some("v")
+    );
+    assert_eq!(cache.stats().invalidations_not_retried, 0);
+}
