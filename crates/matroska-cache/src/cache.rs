@@ -56,9 +56,6 @@ pub(crate) struct Inner {
     on_invalidate: Vec<InvalidationHook>,
     /// TTLs are spread by up to this fraction either way.
     ttl_jitter: f64,
-    /// Invalidations this cache (and its clones) began: a value computed while one began
-    /// is not handed to other callers unstored.
-    invalidations_begun: std::sync::atomic::AtomicU64,
     /// Failed invalidations waiting for a retry.
     pub(crate) recovery: Recovery,
 }
@@ -157,7 +154,6 @@ impl MatroskaCacheBuilder {
                 lease_timeout: self.lease_timeout,
                 on_invalidate: self.on_invalidate,
                 ttl_jitter: self.ttl_jitter,
-                invalidations_begun: Default::default(),
                 recovery: Recovery::default(),
             }),
         })
@@ -250,13 +246,6 @@ impl MatroskaCache {
     /// The TTL an entry is stored with: checked ([`ttl::check`]), then jittered.
     pub(crate) fn stored_ttl(&self, ttl: Duration) -> Result<Duration> {
         ttl::check(ttl).map(|ttl| ttl::jittered(ttl, self.inner.ttl_jitter))
-    }
-
-    /// How many invalidations this cache has begun.
-    pub(crate) fn invalidations_begun(&self) -> u64 {
-        self.inner
-            .invalidations_begun
-            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Counts a call an open circuit breaker failed at once.
@@ -493,23 +482,24 @@ impl MatroskaCache {
         deps: impl IntoIterator<Item = D>,
     ) -> Result<u64> {
         let _timer = self.inner.counters.time(Op::Invalidate);
-        self.inner
-            .invalidations_begun
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let deps = dep::sorted_unique(deps.into_iter().map(|d| d.borrow().clone()));
         let cache = self.clone();
         let outcome = detach::run_to_completion(async move {
+            let began = cache.inner.recovery.begin();
             let dropped = cache.inner.backend.invalidate(&deps).await;
             for hook in &cache.inner.on_invalidate {
                 hook(&deps);
             }
             let dropped = match dropped {
-                Ok(dropped) => dropped,
+                Ok(dropped) => {
+                    cache.inner.recovery.succeeded(&deps, began);
+                    dropped
+                }
                 Err(error) => {
                     if error.is_transient() {
                         // Retried in the background; meanwhile this process reads these
                         // dependencies' entries as gone.
-                        cache.inner.recovery.enqueue(&cache.inner, &deps);
+                        cache.inner.recovery.enqueue(&cache.inner, &deps, began);
                         warn!(%error, deps = deps.len(), "an invalidation failed; it is retried until it succeeds");
                     }
                     return Err(error);

@@ -224,7 +224,7 @@ impl MatroskaCache {
                 depends_on(deps);
                 return Ok(value);
             }
-            Lookup::Fault => return self.compute_on_fault(key, compute).await,
+            Lookup::Fault => return self.compute_uncached(key, compute).await,
             Lookup::Miss => {}
         }
         let flight = match self.inner.flights.join_or_lead(&self.inner.backend, key) {
@@ -323,54 +323,6 @@ impl MatroskaCache {
             }
             // An error means the leader is gone without a stored value.
             rx.changed().await.ok()?;
-        }
-    }
-
-    /// The cache could not be read: one computation per key in this process, its value
-    /// handed to the callers that wait for it, nothing stored. A follower whose leader
-    /// shared nothing computes itself.
-    async fn compute_on_fault<T, E, D, F, Fut>(&self, key: &str, compute: F) -> Result<T, E>
-    where
-        T: Serialize + DeserializeOwned + Send,
-        D: IntoIterator<Item = Dep>,
-        F: FnOnce() -> Fut + Send,
-        Fut: Future<Output = Result<(T, D), E>> + Send,
-    {
-        match self.inner.flights.join_or_lead(&self.inner.backend, key) {
-            Role::Leader(flight) => {
-                let invalidations = self.invalidations_begun();
-                let (value, deps) = self.run(key, compute).await?;
-                self.share_unstored(key, &flight, &value, deps, invalidations);
-                Ok(value)
-            }
-            Role::Follower(rx) => match self.follow::<T>(key, rx).await {
-                Some(value) => Ok(value),
-                None => self.compute_uncached(key, compute).await,
-            },
-        }
-    }
-
-    /// Hands a value the cache could not store to the followers of its flight, unless this
-    /// process began an invalidation since the computation began (`invalidations` then):
-    /// the value may predate it. (Invalidations by other processes, which reached Redis when
-    /// this process could not, are unknown here: a follower may get a value computed up to
-    /// one computation's time before its call. Stored values have no such window: the fence
-    /// checks them.)
-    fn share_unstored<T: Serialize>(
-        &self,
-        key: &str,
-        flight: &Flight,
-        value: &T,
-        deps: Vec<Dep>,
-        invalidations: u64,
-    ) {
-        flight.close();
-        if self.invalidations_begun() != invalidations {
-            debug!(key, "not shared: this process invalidated meanwhile");
-            return;
-        }
-        if let Ok(encoded) = Encoded::encode(key, value) {
-            flight.share(Arc::new((encoded, deps)));
         }
     }
 
@@ -490,14 +442,8 @@ impl MatroskaCache {
             }
         };
 
-        let invalidations = self.invalidations_begun();
         let (value, deps) = self.run(key, compute).await?;
         let Some(ticket) = ticket else {
-            // The cache faulted: nothing is stored, but the callers waiting in this process
-            // get the value (see `share_unstored`).
-            if let Some(flight) = &flight {
-                self.share_unstored(key, flight, &value, deps, invalidations);
-            }
             return Ok(value);
         };
         let encoded = match Encoded::encode(key, &value) {

@@ -10,8 +10,8 @@
 //! The queue holds at most [`MAX_PENDING_INVALIDATIONS`] dependencies; more are dropped and
 //! logged as errors (the oldest are kept: they have waited longest).
 
-use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -30,17 +30,43 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Dependencies of failed invalidations, waiting for a retry.
+///
+/// Each invalidation (the application's and the retries) takes a number when it begins; a
+/// queued dependency keeps the number of the latest failed invalidation of it. An
+/// invalidation that succeeds removes the dependencies queued by invalidations that began
+/// before it: it dropped everything they had to. (One queued by an invalidation that began
+/// later stays: entries stored in between may remain.)
 #[derive(Default)]
 pub(crate) struct Recovery {
-    pending: Mutex<BTreeSet<Dep>>,
+    pending: Mutex<BTreeMap<Dep, u64>>,
+    next: AtomicU64,
     /// Shared with the retrying task, which must not keep the cache alive while it waits.
     wake: std::sync::Arc<Notify>,
     running: AtomicBool,
 }
 
 impl Recovery {
-    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeSet<Dep>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<Dep, u64>> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The number of an invalidation that begins now.
+    pub(crate) fn begin(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// An invalidation of `deps` numbered `began` succeeded: what earlier ones queued of
+    /// them is done.
+    pub(crate) fn succeeded(&self, deps: &[Dep], began: u64) {
+        let mut pending = self.pending();
+        if pending.is_empty() {
+            return;
+        }
+        for dep in deps {
+            if pending.get(dep).is_some_and(|queued| *queued < began) {
+                pending.remove(dep);
+            }
+        }
     }
 
     /// How many dependencies wait for a retry.
@@ -51,7 +77,7 @@ impl Recovery {
     /// Whether any of `deps` waits for a retry: an entry built from it is stale.
     pub(crate) fn any_pending(&self, deps: &[Dep]) -> bool {
         let pending = self.pending();
-        !pending.is_empty() && deps.iter().any(|dep| pending.contains(dep))
+        !pending.is_empty() && deps.iter().any(|dep| pending.contains_key(dep))
     }
 
     /// Whether nothing waits (the reads' fast path).
@@ -59,17 +85,20 @@ impl Recovery {
         self.pending().is_empty()
     }
 
-    /// Queues `deps` and makes sure a task of `inner`'s retries them; returns how many were
-    /// dropped for want of room.
-    pub(crate) fn enqueue(&self, inner: &std::sync::Arc<Inner>, deps: &[Dep]) -> usize {
+    /// Queues `deps` of the failed invalidation numbered `began` and makes sure a task of
+    /// `inner`'s retries them; returns how many were dropped for want of room.
+    pub(crate) fn enqueue(&self, inner: &std::sync::Arc<Inner>, deps: &[Dep], began: u64) -> usize {
         let dropped = {
             let mut pending = self.pending();
             let mut dropped = 0;
             for dep in deps {
-                if pending.len() >= MAX_PENDING_INVALIDATIONS && !pending.contains(dep) {
-                    dropped += 1;
-                } else {
-                    pending.insert(dep.clone());
+                let full = pending.len() >= MAX_PENDING_INVALIDATIONS;
+                match pending.get_mut(dep) {
+                    Some(queued) => *queued = (*queued).max(began),
+                    None if full => dropped += 1,
+                    None => {
+                        pending.insert(dep.clone(), began);
+                    }
                 }
             }
             dropped
@@ -104,7 +133,8 @@ async fn retry(inner: Weak<Inner>, wake: std::sync::Arc<Notify>) {
         let Some(cache) = inner.upgrade() else {
             return;
         };
-        let deps: Vec<Dep> = cache.recovery.pending().iter().cloned().collect();
+        let began = cache.recovery.begin();
+        let deps: Vec<Dep> = cache.recovery.pending().keys().cloned().collect();
         if deps.is_empty() {
             backoff = FIRST_BACKOFF;
             drop(cache);
@@ -114,11 +144,7 @@ async fn retry(inner: Weak<Inner>, wake: std::sync::Arc<Notify>) {
         }
         match cache.backend.invalidate(&deps).await {
             Ok(dropped) => {
-                let mut pending = cache.recovery.pending();
-                for dep in &deps {
-                    pending.remove(dep);
-                }
-                drop(pending);
+                cache.recovery.succeeded(&deps, began);
                 cache.counters.add(Counter::Invalidations, 1);
                 cache.counters.add(Counter::Dropped, dropped);
                 info!(
@@ -136,7 +162,9 @@ async fn retry(inner: Weak<Inner>, wake: std::sync::Arc<Notify>) {
                 // Not going to work by waiting (a full server refusing, a bad setting).
                 let mut pending = cache.recovery.pending();
                 for dep in &deps {
-                    pending.remove(dep);
+                    if pending.get(dep).is_some_and(|queued| *queued < began) {
+                        pending.remove(dep);
+                    }
                 }
                 drop(pending);
                 cache
@@ -145,5 +173,28 @@ async fn retry(inner: Weak<Inner>, wake: std::sync::Arc<Notify>) {
                 warn!(%error, deps = deps.len(), "a retried invalidation failed for good; dropped from the queue");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dep;
+
+    #[test]
+    fn a_success_clears_only_what_earlier_invalidations_queued() {
+        let recovery = Recovery::default();
+        let (a, b) = (dep::tag("a"), dep::tag("b"));
+        let first = recovery.begin();
+        let second = recovery.begin();
+        recovery.pending().insert(a.clone(), second);
+        recovery.pending().insert(b.clone(), first);
+        // An invalidation that began between the two failed ones: b's is done, a's is not.
+        recovery.succeeded(&[a.clone(), b.clone()], second);
+        assert!(recovery.any_pending(&[a.clone()]));
+        assert!(!recovery.any_pending(&[b]));
+        let later = recovery.begin();
+        recovery.succeeded(&[a.clone()], later);
+        assert!(recovery.is_empty());
     }
 }

@@ -1087,68 +1087,6 @@ async fn a_hung_server_opens_the_circuit_breaker() {
     assert_eq!(off.stats().breaker_openings, 0);
 }
 
-/// With the cache unreachable (a paused server, its breaker open), concurrent calls of one
-/// key in a process run one computation and share its value; one that began before an
-/// invalidation by this process is not shared (it may predate it).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn single_flight_while_the_cache_is_unreachable() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-    let server = RedisServer::start();
-    let cache = MatroskaCache::new(
-        RedisBackend::builder(&server.url(), "p")
-            .timeout(Duration::from_millis(200))
-            .circuit_breaker(1, Duration::from_secs(600))
-            .build()
-            .await
-            .unwrap(),
-    );
-    server.pause();
-    let _ = cache.get::<String>("k").await.unwrap_err();
-    assert_eq!(cache.stats().breaker_openings, 1);
-
-    for invalidate_meanwhile in [false, true] {
-        let runs = Arc::new(AtomicUsize::new(0));
-        let (release, released) = tokio::sync::watch::channel(false);
-        let calls: Vec<_> = (0..10)
-            .map(|_| {
-                let cache = cache.clone();
-                let runs = Arc::clone(&runs);
-                let mut released = released.clone();
-                tokio::spawn(async move {
-                    cache
-                        .get_or_compute("page", MINUTE, || async move {
-                            let run = runs.fetch_add(1, Ordering::SeqCst);
-                            let _ = released.wait_for(|r| *r).await;
-                            Ok::<_, std::io::Error>((format!("run {run}"), [dep::tag("t")]))
-                        })
-                        .await
-                        .unwrap()
-                })
-            })
-            .collect();
-        // Every call has failed fast and joined the flight by now (no I/O waits on the way).
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(runs.load(Ordering::SeqCst), 1, "one computation runs");
-        if invalidate_meanwhile {
-            assert!(cache.invalidate([dep::tag("t")]).await.is_err());
-        }
-        release.send(true).unwrap();
-        let mut values = Vec::new();
-        for call in calls {
-            values.push(call.await.unwrap());
-        }
-        let runs = runs.load(Ordering::SeqCst);
-        if invalidate_meanwhile {
-            assert_eq!(runs, 10, "each follower computed itself");
-        } else {
-            assert_eq!(runs, 1);
-            assert!(values.iter().all(|v| v == "run 0"), "{values:?}");
-        }
-    }
-    server.resume();
-}
-
 /// Redis paused during edits: 100 invalidations fail (and say so), are queued, and this
 /// process reads their dependents as gone; once Redis answers again the queue drains by
 /// itself and every dependent is gone for every process, with no call from the application.
