@@ -191,10 +191,10 @@ mod tests {
         recovery.pending().insert(b.clone(), first);
         // An invalidation that began between the two failed ones: b's is done, a's is not.
         recovery.succeeded(&[a.clone(), b.clone()], second);
-        assert!(recovery.any_pending(&[a.clone()]));
+        assert!(recovery.any_pending(std::slice::from_ref(&a)));
         assert!(!recovery.any_pending(&[b]));
         let later = recovery.begin();
-        recovery.succeeded(&[a.clone()], later);
+        recovery.succeeded(std::slice::from_ref(&a), later);
         assert!(recovery.is_empty());
     }
 }
