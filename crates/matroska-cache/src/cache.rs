@@ -53,7 +53,7 @@ pub(crate) struct Inner {
     pub(crate) counters: Counters,
     pub(crate) flights: Flights,
     pub(crate) lease_timeout: Duration,
-    on_invalidate: Vec<InvalidationHook>,
+    pub(crate) on_invalidate: Vec<InvalidationHook>,
     /// TTLs are spread by up to this fraction either way.
     ttl_jitter: f64,
     /// Failed invalidations waiting for a retry.
@@ -97,7 +97,9 @@ impl MatroskaCacheBuilder {
     /// clones, transaction commits included) once the backend has run it, whether it
     /// succeeded or failed: a failed invalidation may have dropped some entries, and what a
     /// hook does with the news (purging a CDN, say) must be safe to repeat, since the caller
-    /// retries. Each call sees the invalidation's dependencies sorted, each once. The hook
+    /// retries (and the cache retries a transiently failed one itself, calling the hook
+    /// again when it succeeds). Each call sees the invalidation's dependencies sorted, each
+    /// once. The hook
     /// runs on the invalidation's task: it must not block; spawn slow work.
     ///
     /// Invalidations run by other processes sharing the backend call their own hooks, not

@@ -5,7 +5,8 @@
 //! retries them, all pending at once, with backoff, until the backend takes them. Meanwhile
 //! this process's own reads treat an entry that depends on a queued dependency as absent,
 //! so the process that changed the data never reads the old value back. (Other processes
-//! may, until the retry succeeds: the invalidation did not reach them.)
+//! may, until the retry succeeds: the invalidation did not reach them.) The cache's
+//! invalidation hooks run at the failed attempt and again when the retry succeeds.
 //!
 //! The queue holds at most [`MAX_PENDING_INVALIDATIONS`] dependencies; more are dropped and
 //! logged as errors (the oldest are kept: they have waited longest).
@@ -145,6 +146,11 @@ async fn retry(inner: Weak<Inner>, wake: std::sync::Arc<Notify>) {
         match cache.backend.invalidate(&deps).await {
             Ok(dropped) => {
                 cache.recovery.succeeded(&deps, began);
+                // A CDN purged at the failed attempt may have been refilled from entries
+                // that only now are gone: the hooks hear of it again.
+                for hook in &cache.on_invalidate {
+                    hook(&deps);
+                }
                 cache.counters.add(Counter::Invalidations, 1);
                 cache.counters.add(Counter::Dropped, dropped);
                 info!(

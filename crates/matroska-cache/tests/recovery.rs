@@ -88,7 +88,14 @@ impl Backend for Flaky {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_invalidating_process_never_reads_the_old_value_back() {
     let backend = Flaky::default();
-    let cache = MatroskaCache::new(backend.clone());
+    let heard = Arc::new(AtomicUsize::new(0));
+    let hook = Arc::clone(&heard);
+    let cache = MatroskaCache::builder(backend.clone())
+        .on_invalidate(move |_| {
+            hook.fetch_add(1, Ordering::SeqCst);
+        })
+        .build()
+        .unwrap();
     // Another process on the same store: the failed invalidation never reached it.
     let other = MatroskaCache::new(backend.inner.clone());
     cache
@@ -138,6 +145,8 @@ async fn the_invalidating_process_never_reads_the_old_value_back() {
         waited += Duration::from_millis(20);
     }
     assert_eq!(cache.pending_invalidations(), 0);
+    // The hooks (a CDN purge) heard of the failed attempt and of the retry that got through.
+    assert_eq!(heard.load(Ordering::SeqCst), 2);
     assert_eq!(other.get::<String>("page").await.unwrap(), None);
     assert_eq!(
         other.get::<String>("kept").await.unwrap().as_deref(),
