@@ -12,7 +12,7 @@
 //! logged as errors (the oldest are kept: they have waited longest).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -40,6 +40,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 #[derive(Default)]
 pub(crate) struct Recovery {
     pending: Mutex<BTreeMap<Dep, u64>>,
+    /// `pending.len()`, set under its lock: reads check it without the lock while nothing
+    /// waits (almost always).
+    waiting: AtomicUsize,
     next: AtomicU64,
     /// Shared with the retrying task, which must not keep the cache alive while it waits.
     wake: std::sync::Arc<Notify>,
@@ -59,31 +62,39 @@ impl Recovery {
     /// An invalidation of `deps` numbered `began` succeeded: what earlier ones queued of
     /// them is done.
     pub(crate) fn succeeded(&self, deps: &[Dep], began: u64) {
-        let mut pending = self.pending();
-        if pending.is_empty() {
-            return;
-        }
-        for dep in deps {
-            if pending.get(dep).is_some_and(|queued| *queued < began) {
-                pending.remove(dep);
-            }
+        if !self.is_empty() {
+            self.remove_before(deps, began);
         }
     }
 
     /// How many dependencies wait for a retry.
     pub(crate) fn len(&self) -> usize {
-        self.pending().len()
+        self.waiting.load(Ordering::SeqCst)
     }
 
     /// Whether any of `deps` waits for a retry: an entry built from it is stale.
     pub(crate) fn any_pending(&self, deps: &[Dep]) -> bool {
+        if self.is_empty() {
+            return false;
+        }
         let pending = self.pending();
-        !pending.is_empty() && deps.iter().any(|dep| pending.contains_key(dep))
+        deps.iter().any(|dep| pending.contains_key(dep))
     }
 
-    /// Whether nothing waits (the reads' fast path).
+    /// Whether nothing waits (the reads' fast path: no lock).
     pub(crate) fn is_empty(&self) -> bool {
-        self.pending().is_empty()
+        self.len() == 0
+    }
+
+    /// Removes those of `deps` queued by invalidations that began before `began`.
+    fn remove_before(&self, deps: &[Dep], began: u64) {
+        let mut pending = self.pending();
+        for dep in deps {
+            if pending.get(dep).is_some_and(|queued| *queued < began) {
+                pending.remove(dep);
+            }
+        }
+        self.waiting.store(pending.len(), Ordering::SeqCst);
     }
 
     /// Queues `deps` of the failed invalidation numbered `began` and makes sure a task of
@@ -102,6 +113,7 @@ impl Recovery {
                     }
                 }
             }
+            self.waiting.store(pending.len(), Ordering::SeqCst);
             dropped
         };
         if dropped > 0 {
@@ -166,13 +178,7 @@ async fn retry(inner: Weak<Inner>, wake: std::sync::Arc<Notify>) {
             }
             Err(error) => {
                 // Not going to work by waiting (a full server refusing, a bad setting).
-                let mut pending = cache.recovery.pending();
-                for dep in &deps {
-                    if pending.get(dep).is_some_and(|queued| *queued < began) {
-                        pending.remove(dep);
-                    }
-                }
-                drop(pending);
+                cache.recovery.remove_before(&deps, began);
                 cache
                     .counters
                     .add(Counter::InvalidationsNotRetried, deps.len() as u64);
@@ -195,6 +201,7 @@ mod tests {
         let second = recovery.begin();
         recovery.pending().insert(a.clone(), second);
         recovery.pending().insert(b.clone(), first);
+        recovery.waiting.store(2, Ordering::SeqCst);
         // An invalidation that began between the two failed ones: b's is done, a's is not.
         recovery.succeeded(&[a.clone(), b.clone()], second);
         assert!(recovery.any_pending(std::slice::from_ref(&a)));

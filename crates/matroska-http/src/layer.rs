@@ -686,24 +686,11 @@ fn not_storable(config: &Config, response: &Response<Body>) -> Option<&'static s
         return Some("cache-control");
     }
     // What a handler tells shared caches (CDNs) not to keep, this cache does not keep either.
-    let shared_max_age_zero = headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|d| d.trim().eq_ignore_ascii_case("s-maxage=0"));
+    let shared_max_age_zero = directives(headers, header::CACHE_CONTROL.as_str())
+        .any(|d| d.eq_ignore_ascii_case("s-maxage=0"));
     let surrogate_no_store = ["surrogate-control", "cdn-cache-control"]
         .iter()
-        .any(|name| {
-            headers.get_all(*name).iter().any(|v| {
-                v.to_str().is_ok_and(|v| {
-                    v.split(',').any(|d| {
-                        let d = d.trim();
-                        d.eq_ignore_ascii_case("no-store") || d.eq_ignore_ascii_case("private")
-                    })
-                })
-            })
-        });
+        .any(|name| directive_in(headers, name, &["no-store", "private"]));
     if shared_max_age_zero || surrogate_no_store {
         return Some("not for shared caches");
     }
@@ -789,17 +776,29 @@ fn asks_no_cache(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Whether a `Cache-Control` directive in `headers` is one of `directives` (with or without
-/// an argument, such as `private="Set-Cookie"`).
-fn cache_control_has(headers: &HeaderMap, directives: &[&str]) -> bool {
-    headers.get_all(header::CACHE_CONTROL).iter().any(|value| {
-        value.to_str().is_ok_and(|value| {
-            value.split(',').any(|directive| {
-                let name = directive.split('=').next().unwrap_or("").trim();
-                directives.iter().any(|d| name.eq_ignore_ascii_case(d))
-            })
-        })
+/// Whether a `Cache-Control` directive in `headers` is one of `names` (with or without an
+/// argument, such as `private="Set-Cookie"`).
+fn cache_control_has(headers: &HeaderMap, names: &[&str]) -> bool {
+    directive_in(headers, header::CACHE_CONTROL.as_str(), names)
+}
+
+/// Whether a directive of the `header` headers is one of `names` (with or without an
+/// argument).
+fn directive_in(headers: &HeaderMap, header: &str, names: &[&str]) -> bool {
+    directives(headers, header).any(|directive| {
+        let name = directive.split('=').next().unwrap_or("").trim();
+        names.iter().any(|n| name.eq_ignore_ascii_case(n))
     })
+}
+
+/// The comma-separated directives of every `header` header, trimmed.
+fn directives<'a>(headers: &'a HeaderMap, header: &str) -> impl Iterator<Item = &'a str> {
+    headers
+        .get_all(header)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
 }
 
 /// The request headers a response's `Vary` names, lowercase, sorted, each once.
