@@ -432,21 +432,17 @@ impl MatroskaCache {
     /// The entry under `key`, as this process may read it: absent if it depends on a
     /// dependency whose failed invalidation waits for a retry.
     pub(crate) async fn read(&self, key: &str) -> Result<Option<Encoded>> {
-        let backend = &self.inner.backend;
         if self.inner.recovery.is_empty() {
-            return backend.get(key).await;
+            return self.inner.backend.get(key).await;
         }
-        Ok(self
-            .unless_pending(backend.get_with_deps(key).await?)
-            .map(|(encoded, _)| encoded))
+        let entry = self.read_with_deps(key).await?;
+        Ok(entry.map(|(encoded, _)| encoded))
     }
 
-    /// `entry`, unless it depends on a dependency whose failed invalidation waits.
-    pub(crate) fn unless_pending(
-        &self,
-        entry: Option<(Encoded, Vec<Dep>)>,
-    ) -> Option<(Encoded, Vec<Dep>)> {
-        entry.filter(|(_, deps)| !self.inner.recovery.any_pending(deps))
+    /// [`read`](Self::read) with the entry's dependencies.
+    pub(crate) async fn read_with_deps(&self, key: &str) -> Result<Option<(Encoded, Vec<Dep>)>> {
+        let entry = self.inner.backend.get_with_deps(key).await?;
+        Ok(entry.filter(|(_, deps)| !self.inner.recovery.any_pending(deps)))
     }
 
     /// How many dependencies of failed invalidations wait for a retry in this process

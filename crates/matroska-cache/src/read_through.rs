@@ -270,9 +270,7 @@ impl MatroskaCache {
         // Only a nested computation needs the entry's dependencies.
         let nested = COMPUTATION.try_with(|_| ()).is_ok();
         let found = if nested || !self.inner.recovery.is_empty() {
-            // Failed invalidations waiting for a retry: an entry of theirs is a miss here.
-            let found = self.inner.backend.get_with_deps(key).await;
-            found.map(|entry| self.unless_pending(entry))
+            self.read_with_deps(key).await
         } else {
             let found = self.inner.backend.get(key).await;
             found.map(|hit| hit.map(|encoded| (encoded, Vec::new())))
