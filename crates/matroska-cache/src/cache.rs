@@ -16,7 +16,7 @@ use crate::codec::Encoded;
 use crate::dep::{self, Dep};
 use crate::detach;
 use crate::error::{Error, Result};
-use crate::flight::Flights;
+use crate::flight::{Flights, Turns};
 use crate::recovery::Recovery;
 use crate::stats::{Counter, Counters, Op, Stats};
 use crate::{key, ttl};
@@ -52,6 +52,8 @@ pub(crate) struct Inner {
     pub(crate) backend: Arc<dyn DynBackend>,
     pub(crate) counters: Counters,
     pub(crate) flights: Flights,
+    /// Single flight when the cache cannot be read.
+    pub(crate) turns: Turns,
     pub(crate) lease_timeout: Duration,
     pub(crate) on_invalidate: Vec<InvalidationHook>,
     /// TTLs are spread by up to this fraction either way.
@@ -153,6 +155,7 @@ impl MatroskaCacheBuilder {
                 counters: Counters::new(self.backend.label()),
                 backend: self.backend,
                 flights: Flights::default(),
+                turns: Turns::default(),
                 lease_timeout: self.lease_timeout,
                 on_invalidate: self.on_invalidate,
                 ttl_jitter: self.ttl_jitter,

@@ -6,6 +6,7 @@
 //! cancelled), giving back the distributed lease it may still hold.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -103,6 +104,115 @@ impl Drop for Flight {
                     delay *= 2;
                 }
             });
+        }
+    }
+}
+
+/// Single flight when the cache cannot be read (Redis down or hung, its breaker open): the
+/// callers of one key in this process take turns, so one computation of the key runs at a
+/// time. A caller whose turn comes takes the value of the last computation if that
+/// computation *began after the caller arrived*, and computes otherwise.
+///
+/// Nothing can be fenced while the cache is unreachable, so that rule is what keeps a shared
+/// value fresh: a computation that began after a caller arrived read the source of truth
+/// after that caller's call began, so any invalidation completed before the call is
+/// reflected in it. (Handing out the value of a computation already running when a caller
+/// arrives would not be: an invalidation by another process may have completed in between.)
+/// A failed or cancelled computation shares nothing; the next caller in line computes.
+#[derive(Default)]
+pub(crate) struct Turns(Arc<Mutex<HashMap<String, Arc<KeyTurns>>>>);
+
+/// The queue of one key.
+#[derive(Default)]
+struct KeyTurns {
+    /// Computations begun for the key since the queue formed.
+    begun: AtomicU64,
+    /// Callers in the queue (changed under the map's lock); the queue goes with the last.
+    callers: AtomicUsize,
+    /// Held by the caller whose turn it is; the last computation's value.
+    turn: tokio::sync::Mutex<Option<(u64, Shared)>>,
+}
+
+/// A caller's place in a key's queue.
+pub(crate) struct Place {
+    turns: Arc<Mutex<HashMap<String, Arc<KeyTurns>>>>,
+    key: String,
+    queue: Arc<KeyTurns>,
+    /// Computations begun when this caller arrived.
+    arrived: u64,
+}
+
+/// A caller's turn: the value to take, or the right to compute.
+pub(crate) struct Turn<'a> {
+    place: &'a Place,
+    last: tokio::sync::MutexGuard<'a, Option<(u64, Shared)>>,
+    number: Option<u64>,
+}
+
+impl Turns {
+    /// Joins the queue of `key`.
+    pub(crate) fn enter(&self, key: &str) -> Place {
+        let mut turns = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let queue = Arc::clone(turns.entry(key.to_owned()).or_default());
+        queue.callers.fetch_add(1, Ordering::SeqCst);
+        let arrived = queue.begun.load(Ordering::SeqCst);
+        Place {
+            turns: Arc::clone(&self.0),
+            key: key.to_owned(),
+            queue,
+            arrived,
+        }
+    }
+}
+
+impl Place {
+    /// Waits for this caller's turn (callers are served in the order they arrived).
+    pub(crate) async fn turn(&self) -> Turn<'_> {
+        Turn {
+            place: self,
+            last: self.queue.turn.lock().await,
+            number: None,
+        }
+    }
+
+    /// Whether other callers are in the queue (and may take a shared value).
+    pub(crate) fn others_waiting(&self) -> bool {
+        self.queue.callers.load(Ordering::SeqCst) > 1
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.queue.callers.fetch_sub(1, Ordering::SeqCst) == 1
+            && turns
+                .get(&self.key)
+                .is_some_and(|queue| Arc::ptr_eq(queue, &self.queue))
+        {
+            turns.remove(&self.key);
+        }
+    }
+}
+
+impl Turn<'_> {
+    /// The value of a computation that began after this caller arrived, if one succeeded.
+    pub(crate) fn shared(&self) -> Option<Shared> {
+        match &*self.last {
+            Some((number, shared)) if *number >= self.place.arrived => Some(Arc::clone(shared)),
+            _ => None,
+        }
+    }
+
+    /// Marks the start of this caller's own computation: call it before reading the source
+    /// of truth.
+    pub(crate) fn begin(&mut self) {
+        self.number = Some(self.place.queue.begun.fetch_add(1, Ordering::SeqCst));
+    }
+
+    /// Hands the value of this caller's computation to the callers after it.
+    pub(crate) fn share(&mut self, value: Shared) {
+        if let Some(number) = self.number {
+            *self.last = Some((number, value));
         }
     }
 }

@@ -9,7 +9,11 @@
 //! - **Single flight.** Concurrent misses of one key in this process run one computation; the
 //!   others wait for its result. If the result was not stored (fenced out, failed, cancelled),
 //!   each of them computes by itself, at once and in parallel, rather than return data that
-//!   may predate an invalidation it saw, or queue behind another leader.
+//!   may predate an invalidation it saw, or queue behind another leader. When the cache
+//!   cannot be read at all (Redis down, hung, its breaker open), the callers of a key take
+//!   turns instead: one computation at a time, its value handed only to the callers that
+//!   were already waiting when it began, so the database sees one query per key however
+//!   many requests arrive.
 //! - **Distributed leases.** Across processes (Redis), or caches sharing one memory backend,
 //!   one caller per key holds the lease and computes; the others poll for its value. A holder
 //!   that dies frees the key after the lease timeout; one that is cancelled frees it at once.
@@ -224,7 +228,7 @@ impl MatroskaCache {
                 depends_on(deps);
                 return Ok(value);
             }
-            Lookup::Fault => return self.compute_uncached(key, compute).await,
+            Lookup::Fault => return self.compute_on_fault(key, compute).await,
             Lookup::Miss => {}
         }
         let flight = match self.inner.flights.join_or_lead(&self.inner.backend, key) {
@@ -322,6 +326,35 @@ impl MatroskaCache {
             // An error means the leader is gone without a stored value.
             rx.changed().await.ok()?;
         }
+    }
+
+    /// The cache could not be read: the callers of `key` in this process take turns, one
+    /// computation at a time, and a value is handed only to callers that arrived before its
+    /// computation began (see [`Turns`](crate::flight::Turns)). Nothing is stored.
+    async fn compute_on_fault<T, E, D, F, Fut>(&self, key: &str, compute: F) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned + Send,
+        D: IntoIterator<Item = Dep>,
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = Result<(T, D), E>> + Send,
+    {
+        let place = self.inner.turns.enter(key);
+        let mut turn = place.turn().await;
+        if let Some(shared) = turn.shared() {
+            let (encoded, deps) = &*shared;
+            if let Ok(value) = encoded.decode(key) {
+                depends_on(deps.iter().cloned());
+                return Ok(value);
+            }
+        }
+        turn.begin();
+        let (value, deps) = self.run(key, compute).await?;
+        if place.others_waiting() {
+            if let Ok(encoded) = Encoded::encode(key, &value) {
+                turn.share(Arc::new((encoded, deps)));
+            }
+        }
+        Ok(value)
     }
 
     /// Computes without the cache (it cannot be read); the result is not stored.

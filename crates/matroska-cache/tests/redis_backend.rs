@@ -1087,6 +1087,102 @@ async fn a_hung_server_opens_the_circuit_breaker() {
     assert_eq!(off.stats().breaker_openings, 0);
 }
 
+/// With Redis paused and its breaker open, the callers of one key in a process take turns:
+/// one computation at a time, and each value goes only to the callers that were already
+/// waiting when its computation began. A caller that arrives while a computation runs does
+/// not get that computation's value (an invalidation may have completed in between); it
+/// waits for the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_flight_while_the_cache_is_unreachable() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let server = RedisServer::start();
+    let cache = MatroskaCache::new(
+        RedisBackend::builder(&server.url(), "p")
+            .timeout(Duration::from_millis(200))
+            .circuit_breaker(1, Duration::from_secs(600))
+            .build()
+            .await
+            .unwrap(),
+    );
+    server.pause();
+    let _ = cache.get::<String>("k").await.unwrap_err();
+    assert_eq!(cache.stats().breaker_openings, 1);
+
+    let runs = Arc::new(AtomicUsize::new(0));
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let (release, released) = tokio::sync::watch::channel(0usize);
+    let call = || {
+        let (cache, runs, running, most) = (
+            cache.clone(),
+            Arc::clone(&runs),
+            Arc::clone(&running),
+            Arc::clone(&most),
+        );
+        let mut released = released.clone();
+        tokio::spawn(async move {
+            cache
+                .get_or_compute("page", MINUTE, || async move {
+                    let run = runs.fetch_add(1, Ordering::SeqCst);
+                    most.fetch_max(running.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                    let _ = released.wait_for(|r| *r > run).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    Ok::<_, std::io::Error>((format!("run {run}"), [dep::tag("t")]))
+                })
+                .await
+                .unwrap()
+        })
+    };
+    let settle = || tokio::time::sleep(Duration::from_millis(300));
+    // The first call computes; nine arrive while it runs.
+    let first = call();
+    settle().await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let during_first: Vec<_> = (0..9).map(|_| call()).collect();
+    settle().await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the others wait their turn");
+    release.send_replace(1);
+    assert_eq!(first.await.unwrap(), "run 0");
+    // One of the nine computes again (run 0 began before they arrived); one more caller
+    // arrives while it runs.
+    settle().await;
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    let during_second = call();
+    settle().await;
+    release.send_replace(2);
+    for waiting in during_first {
+        assert_eq!(waiting.await.unwrap(), "run 1");
+    }
+    settle().await;
+    release.send_replace(3);
+    assert_eq!(during_second.await.unwrap(), "run 2");
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+    assert_eq!(most.load(Ordering::SeqCst), 1, "one computation at a time");
+
+    // A failed computation hands nothing on: the next caller in line computes.
+    let failures = Arc::new(AtomicUsize::new(0));
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let (cache, failures) = (cache.clone(), Arc::clone(&failures));
+            tokio::spawn(async move {
+                cache
+                    .get_or_compute("broken", MINUTE, || async move {
+                        failures.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Err::<(String, [matroska_cache::Dep; 0]), _>(std::io::Error::other("db down"))
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for call in calls {
+        assert!(call.await.unwrap().is_err());
+    }
+    assert_eq!(failures.load(Ordering::SeqCst), 3);
+    server.resume();
+}
+
 /// Redis paused during edits: 100 invalidations fail (and say so), are queued, and this
 /// process reads their dependents as gone; once Redis answers again the queue drains by
 /// itself and every dependent is gone for every process, with no call from the application.
