@@ -23,6 +23,8 @@ const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 struct Options {
     cache: Option<Expr>,
     ttl: Option<(Duration, Span)>,
+    refresh_after: Option<(Duration, Span)>,
+    fail_safe: Option<(Duration, Span)>,
     version: Option<u32>,
     key: Option<Expr>,
     name: Option<LitStr>,
@@ -53,6 +55,8 @@ fn parse_options(attr: TokenStream2) -> syn::Result<Options> {
     let mut options = Options {
         cache: None,
         ttl: None,
+        refresh_after: None,
+        fail_safe: None,
         version: None,
         key: None,
         name: None,
@@ -65,7 +69,13 @@ fn parse_options(attr: TokenStream2) -> syn::Result<Options> {
             options.cache = Some(meta.value()?.parse()?);
         } else if path.is_ident("ttl") {
             let text: LitStr = meta.value()?.parse()?;
-            options.ttl = Some((parse_ttl(&text)?, text.span()));
+            options.ttl = Some((parse_duration("ttl", &text)?, text.span()));
+        } else if path.is_ident("refresh_after") {
+            let text: LitStr = meta.value()?.parse()?;
+            options.refresh_after = Some((parse_duration("refresh_after", &text)?, text.span()));
+        } else if path.is_ident("fail_safe") {
+            let text: LitStr = meta.value()?.parse()?;
+            options.fail_safe = Some((parse_duration("fail_safe", &text)?, text.span()));
         } else if path.is_ident("version") {
             let version: LitInt = meta.value()?.parse()?;
             options.version = Some(version.base10_parse()?);
@@ -98,8 +108,9 @@ fn parse_options(attr: TokenStream2) -> syn::Result<Options> {
             };
         } else {
             return Err(meta.error(
-                "unknown option; #[cached] takes cache = EXPR, ttl = \"5m\", version = N, \
-                 key = EXPR, name = \"...\", cache_none = true, deps_from_value",
+                "unknown option; #[cached] takes cache = EXPR, ttl = \"5m\", \
+                 refresh_after = \"4m\", fail_safe = \"1h\", version = N, key = EXPR, \
+                 name = \"...\", cache_none = true, deps_from_value",
             ));
         }
         Ok(())
@@ -108,26 +119,30 @@ fn parse_options(attr: TokenStream2) -> syn::Result<Options> {
     Ok(options)
 }
 
-/// A humantime duration ("5m", "1h 30m", "250ms"), above zero and at most 100 years.
-fn parse_ttl(text: &LitStr) -> syn::Result<Duration> {
-    let ttl = humantime::parse_duration(&text.value()).map_err(|error| {
+/// A humantime duration ("5m", "1h 30m", "250ms") for the option `what`, above zero and at
+/// most 100 years.
+fn parse_duration(what: &str, text: &LitStr) -> syn::Result<Duration> {
+    let duration = humantime::parse_duration(&text.value()).map_err(|error| {
         syn::Error::new(
             text.span(),
             format!(
-                "the ttl is not a duration ({error}); write it like \"90s\", \"5m\" or \"1h 30m\""
+                "the {what} is not a duration ({error}); write it like \"90s\", \"5m\" or \"1h 30m\""
             ),
         )
     })?;
-    if ttl.is_zero() {
-        return Err(syn::Error::new(text.span(), "the ttl must be above zero"));
-    }
-    if ttl > MAX_TTL {
+    if duration.is_zero() {
         return Err(syn::Error::new(
             text.span(),
-            "the ttl must be at most 100 years (matroska_cache::MAX_TTL)",
+            format!("the {what} must be above zero"),
         ));
     }
-    Ok(ttl)
+    if duration > MAX_TTL {
+        return Err(syn::Error::new(
+            text.span(),
+            format!("the {what} must be at most 100 years (matroska_cache::MAX_TTL)"),
+        ));
+    }
+    Ok(duration)
 }
 
 /// A parameter of the function.
@@ -158,6 +173,28 @@ fn expand_fn(options: Options, mut function: ImplItemFn) -> syn::Result<TokenStr
             "#[cached] needs `ttl = \"...\"`, how long a result is kept (\"90s\", \"5m\", \"1h\")",
         ));
     };
+    if let Some((refresh_after, span)) = options.refresh_after {
+        if refresh_after >= ttl {
+            return Err(syn::Error::new(
+                span,
+                "refresh_after must be shorter than the ttl (a hit after it refreshes the entry \
+                 in the background before it expires)",
+            ));
+        }
+        let borrowed_self = sig.inputs.iter().find_map(|input| match input {
+            FnArg::Receiver(r) if r.reference.is_some() => Some(r.span()),
+            FnArg::Typed(t) if matches!(*t.ty, Type::Reference(_)) => Some(t.ty.span()),
+            _ => None,
+        });
+        if let Some(span) = borrowed_self {
+            return Err(syn::Error::new(
+                span,
+                "with refresh_after the body may run in a background task after the call \
+                 returns, so it cannot borrow its arguments: take them by value (an Arc, a \
+                 clone) or drop refresh_after",
+            ));
+        }
+    }
     let (ret, shape) = match &sig.output {
         ReturnType::Default => (quote!(()), Shape::Plain),
         ReturnType::Type(_, ty) => (ty.to_token_stream(), shape_of(ty)?),
@@ -278,8 +315,6 @@ fn expand_fn(options: Options, mut function: ImplItemFn) -> syn::Result<TokenStr
     let uncached_doc =
         format!(" `{name_text}` without the cache: runs the body, reads and stores nothing.");
 
-    let secs = ttl.as_secs();
-    let nanos = ttl.subsec_nanos();
     let deps = if options.deps_from_value {
         quote!(::matroska_cache::__private::value_deps)
     } else {
@@ -291,10 +326,32 @@ fn expand_fn(options: Options, mut function: ImplItemFn) -> syn::Result<TokenStr
         }
         _ => quote!(::matroska_cache::__private::always),
     };
-    let call = match shape {
-        Shape::Result => quote!(::matroska_cache::__private::call),
-        Shape::Option | Shape::Plain => quote!(::matroska_cache::__private::call_infallible),
+    let call = match (shape, options.refresh_after) {
+        (Shape::Result, None) => quote!(::matroska_cache::__private::call),
+        (Shape::Option | Shape::Plain, None) => {
+            quote!(::matroska_cache::__private::call_infallible)
+        }
+        (Shape::Result, Some(_)) => quote!(::matroska_cache::__private::call_refreshing),
+        (Shape::Option | Shape::Plain, Some(_)) => {
+            quote!(::matroska_cache::__private::call_infallible_refreshing)
+        }
     };
+    let duration = |d: Duration| {
+        let (secs, nanos) = (d.as_secs(), d.subsec_nanos());
+        quote!(::std::time::Duration::new(#secs, #nanos))
+    };
+    let ttl_tokens = duration(ttl);
+    let fail_safe = match options.fail_safe {
+        Some((window, _)) => {
+            let window = duration(window);
+            quote!(::core::option::Option::Some(#window))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let refresh_after = options.refresh_after.map(|(after, _)| {
+        let after = duration(after);
+        quote!(#after,)
+    });
 
     let mut uncached_sig = sig.clone();
     uncached_sig.ident = uncached.clone();
@@ -308,7 +365,11 @@ fn expand_fn(options: Options, mut function: ImplItemFn) -> syn::Result<TokenStr
             #call(
                 __matroska_cache,
                 __matroska_key,
-                ::std::time::Duration::new(#secs, #nanos),
+                ::matroska_cache::__private::Lifetimes {
+                    ttl: #ttl_tokens,
+                    fail_safe: #fail_safe,
+                },
+                #refresh_after
                 move || async move {
                     // The body's `return`s and `?`s leave this block: give it the
                     // function's return type.

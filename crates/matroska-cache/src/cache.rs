@@ -11,15 +11,16 @@ use tracing::{debug, trace, warn};
 use crate::backend::memory::MemoryBackend;
 #[cfg(feature = "redis")]
 use crate::backend::redis::RedisBackend;
-use crate::backend::{Backend, DynBackend, Fenced, PruneReport, Ticket};
+use crate::backend::{Backend, DynBackend, Fenced, PruneReport, Ticket, Want};
 use crate::codec::Encoded;
 use crate::dep::{self, Dep};
 use crate::detach;
 use crate::error::{Error, Result};
 use crate::flight::{Flights, Turns};
+use crate::key;
 use crate::recovery::Recovery;
 use crate::stats::{Counter, Counters, Op, Stats};
-use crate::{key, ttl};
+use crate::ttl;
 
 /// A cache whose entries declare what they were built from.
 ///
@@ -263,7 +264,8 @@ impl MatroskaCache {
     /// A ticket for [`put_fenced`](Self::put_fenced): take it *before* reading the data the
     /// value is computed from.
     pub async fn ticket(&self) -> Result<Ticket> {
-        let (ticket, _) = self.count(self.inner.backend.begin("", None).await)?;
+        let begun = self.inner.backend.begin("", None, Want::fresh()).await;
+        let (ticket, _) = self.count(begun)?;
         Ok(ticket)
     }
 
@@ -402,7 +404,11 @@ impl MatroskaCache {
         let keys: Vec<_> = keys.into_iter().collect();
         let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
         let found = if self.inner.recovery.is_empty() {
-            self.count(self.inner.backend.get_many(&keys).await)?
+            let found = self.count(self.inner.backend.get_many(&keys).await)?;
+            found
+                .into_iter()
+                .map(|f| f.filter(Encoded::is_fresh))
+                .collect()
         } else {
             // Failed invalidations wait for a retry: each entry's dependencies are checked.
             let mut found = Vec::with_capacity(keys.len());
@@ -434,15 +440,19 @@ impl MatroskaCache {
 
     /// The entry under `key`, as this process may read it: absent if it depends on a
     /// dependency whose failed invalidation waits for a retry.
+    /// An entry past its TTL (kept as a fail-safe fallback) is absent too.
     pub(crate) async fn read(&self, key: &str) -> Result<Option<Encoded>> {
-        if self.inner.recovery.is_empty() {
-            return self.inner.backend.get(key).await;
-        }
-        let entry = self.read_with_deps(key).await?;
-        Ok(entry.map(|(encoded, _)| encoded))
+        let entry = if self.inner.recovery.is_empty() {
+            self.inner.backend.get(key).await?
+        } else {
+            self.read_with_deps(key).await?.map(|(encoded, _)| encoded)
+        };
+        Ok(entry.filter(Encoded::is_fresh))
     }
 
-    /// [`read`](Self::read) with the entry's dependencies.
+    /// The entry under `key` with its dependencies, whatever its age, as this process may
+    /// read it: absent if it depends on a dependency whose failed invalidation waits for a
+    /// retry.
     pub(crate) async fn read_with_deps(&self, key: &str) -> Result<Option<(Encoded, Vec<Dep>)>> {
         let entry = self.inner.backend.get_with_deps(key).await?;
         Ok(entry.filter(|(_, deps)| !self.inner.recovery.any_pending(deps)))

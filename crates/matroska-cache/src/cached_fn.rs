@@ -46,6 +46,7 @@ use crate::cache::MatroskaCache;
 use crate::codec::canonical_json;
 use crate::collect::Dependencies;
 use crate::dep::Dep;
+use crate::entry::Entry;
 use crate::error::Error;
 use crate::key::MAX_KEY_LEN;
 use crate::key_argument;
@@ -167,14 +168,83 @@ pub fn key_from_expression(
     Ok(bounded(text, function))
 }
 
-/// A `#[cached]` call: `get_or_compute` under `key`, storing the function's result when
-/// `keep` says so, with the dependencies the body declared plus those `deps` finds in the
-/// value. An error of the function is returned unchanged, and never stored. If the key could
-/// not be made, the function runs without the cache (counted as a fault).
+/// The entry options a `#[cached]` attribute gives: `ttl`, and `fail_safe` if set.
+#[derive(Clone, Copy, Debug)]
+pub struct Lifetimes {
+    /// How long a result is fresh.
+    pub ttl: Duration,
+    /// How long past its TTL it stays as a fail-safe fallback.
+    pub fail_safe: Option<Duration>,
+}
+
+/// Why a `#[cached]` computation stored nothing.
+pub enum Unstored<T, E> {
+    /// The function failed: a fail-safe fallback may stand in.
+    Failed(E),
+    /// The function's value is not to be stored (`None` without `cache_none`).
+    Kept(T),
+}
+
+fn failed<T, E>(unstored: &Unstored<T, E>) -> bool {
+    matches!(unstored, Unstored::Failed(_))
+}
+
+impl Lifetimes {
+    fn entry<'c>(&self, cache: &'c MatroskaCache, key: &'c str) -> Entry<'c> {
+        let entry = cache.entry(key).ttl(self.ttl);
+        match self.fail_safe {
+            Some(window) => entry.fail_safe(window),
+            None => entry,
+        }
+    }
+}
+
+/// The key, or `None` (counted as a fault and logged) if it could not be made: the function
+/// then runs without the cache.
+fn usable_key(cache: &MatroskaCache, key: Result<String, Error>) -> Option<String> {
+    match key {
+        Ok(key) => Some(key),
+        Err(error) => {
+            cache.inner.counters.add(Counter::Faults, 1);
+            warn!(%error, "a #[cached] function's key cannot be made; running it without the cache");
+            None
+        }
+    }
+}
+
+/// The function's body as a read-through computation: `Ok` with the value and its
+/// dependencies when `keep` says so, else why not.
+macro_rules! computation {
+    ($run:ident, $deps:ident, $keep:ident) => {
+        move || async move {
+            match $run().await {
+                Ok(value) if $keep(&value) => {
+                    let deps = $deps(&value);
+                    Ok((value, deps))
+                }
+                Ok(value) => Err(Unstored::Kept(value)),
+                Err(error) => Err(Unstored::Failed(error)),
+            }
+        }
+    };
+}
+
+fn finish<T, E>(computed: Result<T, Unstored<T, E>>) -> Result<T, E> {
+    match computed {
+        Ok(value) | Err(Unstored::Kept(value)) => Ok(value),
+        Err(Unstored::Failed(error)) => Err(error),
+    }
+}
+
+/// A `#[cached]` call: read-through under `key` with `lifetimes`, storing the function's
+/// result when `keep` says so, with the dependencies the body declared plus those `deps`
+/// finds in the value. An error of the function is returned unchanged (or, with fail-safe,
+/// the expired value), and never stored. If the key could not be made, the function runs
+/// without the cache (counted as a fault).
 pub async fn call<T, E, F, Fut, D, K>(
     cache: &MatroskaCache,
     key: Result<String, Error>,
-    ttl: Duration,
+    lifetimes: Lifetimes,
     run: F,
     deps: D,
     keep: K,
@@ -187,42 +257,53 @@ where
     D: FnOnce(&T) -> Vec<Dep> + Send,
     K: FnOnce(&T) -> bool + Send,
 {
-    let key = match key {
-        Ok(key) => key,
-        Err(error) => {
-            cache.inner.counters.add(Counter::Faults, 1);
-            warn!(%error, "a #[cached] function's key cannot be made; running it without the cache");
-            return run().await;
-        }
+    let Some(key) = usable_key(cache, key) else {
+        return run().await;
     };
-    /// Why a computation stored nothing.
-    enum Unstored<T, E> {
-        Failed(E),
-        Kept(T),
-    }
-    let computed = cache
-        .get_or_compute(&key, ttl, move || async move {
-            match run().await {
-                Ok(value) if keep(&value) => {
-                    let deps = deps(&value);
-                    Ok((value, deps))
-                }
-                Ok(value) => Err(Unstored::Kept(value)),
-                Err(error) => Err(Unstored::Failed(error)),
-            }
-        })
-        .await;
-    match computed {
-        Ok(value) | Err(Unstored::Kept(value)) => Ok(value),
-        Err(Unstored::Failed(error)) => Err(error),
-    }
+    let entry = lifetimes.entry(cache, &key);
+    finish(
+        entry
+            .get_or_compute_failing(computation!(run, deps, keep), failed)
+            .await,
+    )
 }
 
-/// [`call`] for a function that cannot fail (a plain value or an `Option`).
+/// [`call`] with refresh-ahead after `refresh_after`: the body may run in a background
+/// task, so everything it holds is `'static`.
+#[allow(clippy::too_many_arguments)]
+pub async fn call_refreshing<T, E, F, Fut, D, K>(
+    cache: &MatroskaCache,
+    key: Result<String, Error>,
+    lifetimes: Lifetimes,
+    refresh_after: Duration,
+    run: F,
+    deps: D,
+    keep: K,
+) -> Result<T, E>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+    E: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, E>> + Send + 'static,
+    D: FnOnce(&T) -> Vec<Dep> + Send + 'static,
+    K: FnOnce(&T) -> bool + Send + 'static,
+{
+    let Some(key) = usable_key(cache, key) else {
+        return run().await;
+    };
+    let entry = lifetimes.entry(cache, &key).refresh_after(refresh_after);
+    finish(
+        entry
+            .get_or_compute_failing(computation!(run, deps, keep), failed)
+            .await,
+    )
+}
+
+/// [`call`] for a function that cannot fail (it returns an `Option` or a plain value).
 pub async fn call_infallible<T, F, Fut, D, K>(
     cache: &MatroskaCache,
     key: Result<String, Error>,
-    ttl: Duration,
+    lifetimes: Lifetimes,
     run: F,
     deps: D,
     keep: K,
@@ -235,7 +316,32 @@ where
     K: FnOnce(&T) -> bool + Send,
 {
     let run = move || async move { Ok::<T, Infallible>(run().await) };
-    match call(cache, key, ttl, run, deps, keep).await {
+    match call(cache, key, lifetimes, run, deps, keep).await {
+        Ok(value) => value,
+        Err(never) => match never {},
+    }
+}
+
+/// [`call_refreshing`] for a function that cannot fail.
+#[allow(clippy::too_many_arguments)]
+pub async fn call_infallible_refreshing<T, F, Fut, D, K>(
+    cache: &MatroskaCache,
+    key: Result<String, Error>,
+    lifetimes: Lifetimes,
+    refresh_after: Duration,
+    run: F,
+    deps: D,
+    keep: K,
+) -> T
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + Send + 'static,
+    D: FnOnce(&T) -> Vec<Dep> + Send + 'static,
+    K: FnOnce(&T) -> bool + Send + 'static,
+{
+    let run = move || async move { Ok::<T, Infallible>(run().await) };
+    match call_refreshing(cache, key, lifetimes, refresh_after, run, deps, keep).await {
         Ok(value) => value,
         Err(never) => match never {},
     }

@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::ttl::{self, Age, Freshness};
 
 /// The encoding of a stored value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -47,16 +48,44 @@ impl Format {
     }
 }
 
-/// A value as a backend stores it: its format and its bytes.
+/// A value as a backend stores it: its format, its bytes, and for read-through entries with
+/// fail-safe or refresh-ahead, its [`Freshness`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Encoded {
     /// How `bytes` decode.
     pub format: Format,
     /// The encoded value.
     pub bytes: Bytes,
+    /// When the entry stops being fresh (it is kept longer as a fallback), and when it is
+    /// due for a refresh; `None` for entries that are fresh until their TTL.
+    pub freshness: Option<Freshness>,
 }
 
 impl Encoded {
+    /// A value in `format` without [`Freshness`].
+    pub fn new(format: Format, bytes: impl Into<Bytes>) -> Encoded {
+        Encoded {
+            format,
+            bytes: bytes.into(),
+            freshness: None,
+        }
+    }
+
+    /// How old the entry is now, by its [`Freshness`] (one without any is fresh).
+    pub fn age(&self) -> Age {
+        ttl::age_of(self.freshness.as_ref())
+    }
+
+    /// Whether the entry is within its TTL (not only a fail-safe fallback).
+    pub fn is_fresh(&self) -> bool {
+        self.age() != Age::Stale
+    }
+
+    /// This value with `freshness`.
+    pub fn with_freshness(self, freshness: Option<Freshness>) -> Encoded {
+        Encoded { freshness, ..self }
+    }
+
     /// Encodes `value`: a string (anything that serializes as one) as its UTF-8 bytes,
     /// anything else as JSON.
     pub fn encode<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Encoded> {
@@ -68,15 +97,9 @@ impl Encoded {
         if json.first() == Some(&b'"') {
             // A JSON string: store it unquoted and unescaped, readable as it is.
             let text: String = serde_json::from_slice(&json).map_err(encode_error)?;
-            return Ok(Encoded {
-                format: Format::Str,
-                bytes: Bytes::from(text.into_bytes()),
-            });
+            return Ok(Encoded::new(Format::Str, text.into_bytes()));
         }
-        Ok(Encoded {
-            format: Format::Json,
-            bytes: Bytes::from(json),
-        })
+        Ok(Encoded::new(Format::Json, json))
     }
 
     /// Decodes into `T`, or says why it cannot.
@@ -176,10 +199,7 @@ mod tests {
         assert!(matches!(e.decode::<u32>("k"), Err(Error::Decode { .. })));
         let e = Encoded::encode("k", &[1, 2]).unwrap();
         assert!(matches!(e.decode::<String>("k"), Err(Error::Decode { .. })));
-        let bad = Encoded {
-            format: Format::Str,
-            bytes: Bytes::from_static(b"\xff"),
-        };
+        let bad = Encoded::new(Format::Str, Bytes::from_static(b"\xff"));
         assert!(matches!(
             bad.decode::<String>("k"),
             Err(Error::Decode { .. })
@@ -285,10 +305,10 @@ mod tests {
     {
         let encoded =
             Encoded::encode("k", value).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let stored = Encoded {
-            format: Format::from_tag(encoded.format.tag().as_bytes()).unwrap(),
-            bytes: Bytes::copy_from_slice(&encoded.bytes),
-        };
+        let stored = Encoded::new(
+            Format::from_tag(encoded.format.tag().as_bytes()).unwrap(),
+            Bytes::copy_from_slice(&encoded.bytes),
+        );
         let back: T = stored
             .decode("k")
             .map_err(|e| TestCaseError::fail(format!("{value:?}: {e}")))?;

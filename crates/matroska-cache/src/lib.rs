@@ -29,6 +29,7 @@ pub mod codec;
 pub mod collect;
 pub mod dep;
 mod detach;
+pub mod entry;
 pub mod error;
 mod flight;
 pub mod key;
@@ -49,6 +50,7 @@ pub use backend::{Backend, Fenced, Lease, PruneReport, Ticket};
 pub use cache::{InvalidationHook, MatroskaCache, MatroskaCacheBuilder};
 pub use collect::{DepSet, Dependencies};
 pub use dep::Dep;
+pub use entry::Entry;
 pub use error::{Error, Result, ServerError};
 pub use key::MAX_KEY_LEN;
 pub use read_through::{depends_on, with_dependencies};
@@ -59,8 +61,8 @@ pub use ttl::MAX_TTL;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::cached_fn::{
-        always, call, call_infallible, key, key_from_expression, key_or_reason, no_deps,
-        value_deps, KeyArgument,
+        always, call, call_infallible, call_infallible_refreshing, call_refreshing, key,
+        key_from_expression, key_or_reason, no_deps, value_deps, KeyArgument, Lifetimes,
     };
     pub use serde;
 }

@@ -48,14 +48,16 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::backend::{Fenced, Lease};
+use crate::backend::{EntryWithDeps, Fenced, Lease, Ticket};
 use crate::cache::MatroskaCache;
 use crate::codec::Encoded;
 use crate::dep::{self, Dep};
+use crate::entry::Options;
 use crate::error::Error;
 use crate::flight::{Flight, Role, Shared};
 use crate::key;
 use crate::stats::{Counter, Op};
+use crate::ttl::{self, Age, Freshness, Want};
 
 /// A computation running in a task: what it has collected, and the one it runs inside.
 struct Computation {
@@ -152,10 +154,60 @@ pub async fn with_dependencies<F: Future>(work: F) -> (F::Output, Vec<Dep>) {
 
 /// What a lookup found.
 enum Lookup<T> {
-    Hit(T, Vec<Dep>),
+    /// A value and its dependencies, and how old it is (a [`Age::Stale`] one is only a
+    /// fail-safe fallback).
+    Hit(T, Vec<Dep>, Age),
     Miss,
     /// The cache could not be read.
     Fault,
+}
+
+/// An expired value kept for fail-safe: returned only if computing fails with an error
+/// that `failed` accepts (`#[cached]` tells a failure from a value it does not store).
+struct Fallback<T, E> {
+    fallback: Option<(T, Vec<Dep>)>,
+    failed: fn(&E) -> bool,
+}
+
+impl<T, E> Fallback<T, E> {
+    fn none() -> Self {
+        Fallback {
+            fallback: None,
+            failed: |_| false,
+        }
+    }
+}
+
+/// How a computation's result is stored.
+struct Storing {
+    /// The TTL the entry is fresh for (checked and jittered).
+    ttl: Duration,
+    options: Options,
+}
+
+impl Storing {
+    /// How long the backend keeps the entry: its TTL plus the fail-safe window.
+    fn kept_for(&self) -> Duration {
+        let window = self.options.fail_safe.unwrap_or_default();
+        self.ttl.saturating_add(window).min(crate::ttl::MAX_TTL)
+    }
+
+    /// The value as stored: with its freshness if it has a window or refreshes.
+    fn encode<T: Serialize>(&self, key: &str, value: &T) -> crate::Result<Encoded> {
+        let encoded = Encoded::encode(key, value)?;
+        let freshness = self
+            .options
+            .timed()
+            .then(|| Freshness::starting_now(self.ttl, self.options.refresh_after));
+        Ok(encoded.with_freshness(freshness))
+    }
+}
+
+/// Whether a computation is a caller's (on a miss) or a background refresh.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Miss,
+    Refresh,
 }
 
 impl MatroskaCache {
@@ -169,6 +221,9 @@ impl MatroskaCache {
     /// their dependencies to the outer entry. Cache faults (including an invalid `ttl` and a
     /// key asked for inside its own computation) are logged and counted, never returned: the
     /// value is computed instead. See the [module documentation](self).
+    ///
+    /// This is `entry(key).ttl(ttl).get_or_compute(compute)`; [`entry`](Self::entry) adds
+    /// fail-safe and refresh-ahead.
     ///
     /// ```
     /// use matroska_cache::{dep, Dep, MatroskaCache};
@@ -201,11 +256,32 @@ impl MatroskaCache {
         Fut: Future<Output = Result<(T, D), E>> + Send,
         E: Send,
     {
-        let ttl = match self
-            .stored_ttl(ttl)
+        self.entry(key).ttl(ttl).get_or_compute(compute).await
+    }
+
+    /// Read-through with `options`; `refresh` is handed the computation on a hit due for a
+    /// refresh (and may drop it); only errors that `failed` accepts return a fail-safe
+    /// fallback.
+    pub(crate) async fn read_through<T, E, D, F, Fut>(
+        &self,
+        key: &str,
+        options: Options,
+        compute: F,
+        refresh: impl FnOnce(&MatroskaCache, F),
+        failed: fn(&E) -> bool,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned + Send,
+        D: IntoIterator<Item = Dep>,
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = Result<(T, D), E>> + Send,
+        E: Send,
+    {
+        let storing = match self
+            .stored_ttl(options.ttl)
             .and_then(|ttl| key::check(key).map(|()| ttl))
         {
-            Ok(ttl) => ttl,
+            Ok(ttl) => Storing { ttl, options },
             // Like `put`, an invalid TTL or key is refused; here that means the value is
             // returned but not stored (and the cache is not read for a value it could not
             // renew).
@@ -223,11 +299,18 @@ impl MatroskaCache {
             );
             return self.compute_uncached(key, compute).await;
         }
+        let mut fallback = None;
         match self.lookup::<T>(key).await {
-            Lookup::Hit(value, deps) => {
+            Lookup::Hit(value, deps, Age::Fresh) => {
                 depends_on(deps);
                 return Ok(value);
             }
+            Lookup::Hit(value, deps, Age::Due) => {
+                depends_on(deps);
+                refresh(self, compute);
+                return Ok(value);
+            }
+            Lookup::Hit(value, deps, Age::Stale) => fallback = Some((value, deps)),
             Lookup::Fault => return self.compute_on_fault(key, compute).await,
             Lookup::Miss => {}
         }
@@ -241,14 +324,118 @@ impl MatroskaCache {
                 // now rather than queue behind a new leader: with a dependency invalidated
                 // faster than the computation runs, that queue would grow without bound.
                 // Another caller may have stored the value meanwhile, though.
-                if let Lookup::Hit(value, deps) = self.lookup::<T>(key).await {
-                    depends_on(deps);
-                    return Ok(value);
+                match self.lookup::<T>(key).await {
+                    Lookup::Hit(value, deps, Age::Fresh | Age::Due) => {
+                        depends_on(deps);
+                        return Ok(value);
+                    }
+                    Lookup::Hit(value, deps, Age::Stale) => fallback = Some((value, deps)),
+                    Lookup::Miss | Lookup::Fault => {}
                 }
                 None
             }
         };
-        self.compute_and_store(key, ttl, compute, flight).await
+        let mut flight = flight;
+        let ticket = match self.begin_computing(key, Purpose::Miss, &mut flight).await {
+            Begun::Compute(ticket) => ticket,
+            Begun::Cached(ticket, (encoded, deps)) => match encoded.decode(key) {
+                Ok(value) => {
+                    self.inner.counters.add(Counter::Hits, 1);
+                    depends_on(deps);
+                    return Ok(value);
+                }
+                // (Counted as a fault by the lookup.)
+                Err(_) => Some(ticket),
+            },
+            // (Only refreshes skip.)
+            Begun::Skip => None,
+        };
+        let fallback = Fallback { fallback, failed };
+        self.compute_and_store(key, &storing, compute, flight, ticket, fallback)
+            .await
+    }
+
+    /// Starts one background recomputation of `key`, due for a refresh: none if one runs in
+    /// this process (or a miss computes the key), none without a Tokio runtime.
+    pub(crate) fn refresh<T, E, D, F, Fut>(&self, key: &str, options: Options, compute: F)
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        D: IntoIterator<Item = Dep> + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(T, D), E>> + Send + 'static,
+        E: Send + 'static,
+    {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Ok(ttl) = self.stored_ttl(options.ttl) else {
+            return;
+        };
+        let Role::Leader(flight) = self.inner.flights.join_or_lead(&self.inner.backend, key) else {
+            return;
+        };
+        self.inner.counters.add(Counter::Refreshes, 1);
+        debug!(key = key::head(key), "refreshing ahead");
+        let (cache, key) = (self.clone(), key.to_owned());
+        runtime.spawn(async move {
+            let mut flight = Some(flight);
+            // Another process refreshing (its lease), or done already: nothing to do.
+            let Begun::Compute(Some(ticket)) = cache
+                .begin_computing(&key, Purpose::Refresh, &mut flight)
+                .await
+            else {
+                return;
+            };
+            let storing = Storing { ttl, options };
+            let refreshed = cache
+                .compute_and_store(
+                    &key,
+                    &storing,
+                    compute,
+                    flight,
+                    Some(ticket),
+                    Fallback::none(),
+                )
+                .await;
+            if refreshed.is_err() {
+                debug!(
+                    key = key::head(&key),
+                    "refresh failed; the entry stays as it was"
+                );
+            }
+        });
+    }
+
+    /// Computing failed: the fail-safe fallback, if there is one and it is still there (see
+    /// [`Entry::fail_safe`](crate::Entry::fail_safe)), else the error.
+    async fn fail_safe<T: DeserializeOwned, E>(
+        &self,
+        key: &str,
+        fallback: Fallback<T, E>,
+        error: E,
+    ) -> Result<T, E> {
+        let Some((value, deps)) = fallback.fallback.filter(|_| (fallback.failed)(&error)) else {
+            return Err(error);
+        };
+        // Invalidated, deleted or replaced while computing? Read it again.
+        let (value, deps) = match self.read_with_deps(key).await {
+            Ok(Some((encoded, deps))) => match encoded.decode(key) {
+                Ok(current) => (current, deps),
+                Err(_) => return Err(error),
+            },
+            Ok(None) => return Err(error),
+            // Unreadable now: the fallback was current when this call read it, unless a
+            // failed invalidation of this process's waits to be retried.
+            Err(_) if self.inner.recovery.any_pending(&deps) => return Err(error),
+            Err(_) => (value, deps),
+        };
+        self.inner.counters.add(Counter::FailSafeHits, 1);
+        warn!(
+            key = key::head(key),
+            "computing failed; returning the expired value (fail-safe)"
+        );
+        depends_on(deps);
+        Ok(value)
     }
 
     /// Whether `key` of this cache is being computed in this task (by this call's callers).
@@ -283,8 +470,13 @@ impl MatroskaCache {
         match found {
             Ok(Some((encoded, deps))) => match encoded.decode(key) {
                 Ok(value) => {
-                    self.inner.counters.add(Counter::Hits, 1);
-                    Lookup::Hit(value, deps)
+                    let age = encoded.age();
+                    let counter = match age {
+                        Age::Stale => Counter::Misses,
+                        Age::Fresh | Age::Due => Counter::Hits,
+                    };
+                    self.inner.counters.add(counter, 1);
+                    Lookup::Hit(value, deps, age)
                 }
                 Err(error) => {
                     self.fault(key, &error);
@@ -404,54 +596,49 @@ impl MatroskaCache {
         Ok((value, deps))
     }
 
-    /// A ticket (and, for a flight's leader, the lease), the computation, the fenced put.
-    async fn compute_and_store<T, E, D, F, Fut>(
+    /// A ticket and, for a flight's leader, the lease: waits (polls) while another caller
+    /// holds the lease, for up to half the lease timeout; a refresh does not wait.
+    async fn begin_computing(
         &self,
         key: &str,
-        ttl: Duration,
-        compute: F,
-        mut flight: Option<Flight>,
-    ) -> Result<T, E>
-    where
-        T: Serialize + DeserializeOwned + Send,
-        D: IntoIterator<Item = Dep>,
-        F: FnOnce() -> Fut + Send,
-        Fut: Future<Output = Result<(T, D), E>> + Send,
-    {
+        purpose: Purpose,
+        flight: &mut Option<Flight>,
+    ) -> Begun {
         let holder: u64 = rand::random();
         // Only a flight's leader takes the lease: a follower whose leader failed computes
         // at once.
         let lease = flight.as_ref().map(|_| (holder, self.inner.lease_timeout));
         let started = Instant::now();
         let mut backoff = Duration::from_millis(2);
-        let ticket = loop {
+        loop {
             // Until the answer is known to say otherwise, assume the lease may be ours: a
             // reply lost with its connection must not leave it held until it expires.
-            if let Some(flight) = &mut flight {
+            if let Some(flight) = flight {
                 flight.lease = Some(holder);
             }
-            let begun = self.inner.backend.begin(key, lease).await;
-            if let (Some(flight), Ok((_, Lease::Busy | Lease::Cached(_)))) = (&mut flight, &begun) {
+            // A refresh counts only an entry not due any more as done.
+            let want = match purpose {
+                Purpose::Miss => Want::Fresh(ttl::now_ms()),
+                Purpose::Refresh => Want::NotDue(ttl::now_ms()),
+            };
+            let begun = self.inner.backend.begin(key, lease, want).await;
+            if let (Some(flight), Ok((_, Lease::Busy | Lease::Cached(_)))) = (&mut *flight, &begun)
+            {
                 flight.lease = None;
             }
             match begun {
-                Ok((ticket, Lease::Granted)) => break Some(ticket),
-                // Stored since this caller missed (by the previous lease holder, say).
-                // (One that does not decode as `T` was counted as a fault by the lookup.)
+                Ok((ticket, Lease::Granted)) => return Begun::Compute(Some(ticket)),
                 // Built from a dependency whose failed invalidation waits: compute.
                 Ok((ticket, Lease::Cached((_, deps))))
                     if self.inner.recovery.any_pending(&deps) =>
                 {
-                    break Some(ticket)
+                    return Begun::Compute(Some(ticket))
                 }
-                Ok((ticket, Lease::Cached((encoded, deps)))) => match encoded.decode(key) {
-                    Ok(value) => {
-                        self.inner.counters.add(Counter::Hits, 1);
-                        depends_on(deps);
-                        return Ok(value);
-                    }
-                    Err(_) => break Some(ticket),
-                },
+                // Stored since this caller missed (by the previous lease holder, say).
+                Ok((_, Lease::Cached(_))) if purpose == Purpose::Refresh => return Begun::Skip,
+                Ok((ticket, Lease::Cached(entry))) => return Begun::Cached(ticket, entry),
+                // Another process refreshes it.
+                Ok((_, Lease::Busy)) if purpose == Purpose::Refresh => return Begun::Skip,
                 // Another caller computes this key: poll for its value (each `begin` also
                 // reads the entry) for up to half the lease timeout.
                 Ok((_, Lease::Busy)) if started.elapsed() < self.inner.lease_timeout / 2 => {
@@ -464,20 +651,42 @@ impl MatroskaCache {
                 // it expires; nobody waits that long for it.)
                 Ok((ticket, Lease::Busy)) => {
                     debug!(key, "stopped waiting for the lease holder; computing");
-                    break Some(ticket);
+                    return Begun::Compute(Some(ticket));
                 }
                 Err(error) => {
                     self.fault(key, &error);
-                    break None;
+                    return Begun::Compute(None);
                 }
             }
-        };
+        }
+    }
 
-        let (value, deps) = self.run(key, compute).await?;
+    /// The computation, then the fenced put with `ticket` (none: the cache faulted, nothing
+    /// is stored), which also releases the flight's lease; the value goes to the flight's
+    /// followers if it was stored. If computing fails, the fail-safe `fallback`.
+    async fn compute_and_store<T, E, D, F, Fut>(
+        &self,
+        key: &str,
+        storing: &Storing,
+        compute: F,
+        mut flight: Option<Flight>,
+        ticket: Option<Ticket>,
+        fallback: Fallback<T, E>,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned + Send,
+        D: IntoIterator<Item = Dep>,
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = Result<(T, D), E>> + Send,
+    {
+        let (value, deps) = match self.run(key, compute).await {
+            Ok(computed) => computed,
+            Err(error) => return self.fail_safe(key, fallback, error).await,
+        };
         let Some(ticket) = ticket else {
             return Ok(value);
         };
-        let encoded = match Encoded::encode(key, &value) {
+        let encoded = match storing.encode(key, &value) {
             Ok(encoded) => encoded,
             Err(error) => {
                 self.fault(key, &error);
@@ -491,7 +700,14 @@ impl MatroskaCache {
         let backend = &self.inner.backend;
         let timer = self.inner.counters.time(Op::Put);
         let stored = backend
-            .put_fenced(key, encoded.clone(), &deps, ttl, ticket, held)
+            .put_fenced(
+                key,
+                encoded.clone(),
+                &deps,
+                storing.kept_for(),
+                ticket,
+                held,
+            )
             .await;
         drop(timer);
         match stored {
@@ -513,4 +729,14 @@ impl MatroskaCache {
         }
         Ok(value)
     }
+}
+
+/// What [`MatroskaCache::begin_computing`] found.
+enum Begun {
+    /// Compute, and store with the ticket (none: the cache faulted; store nothing).
+    Compute(Option<Ticket>),
+    /// Stored (and fresh) since the caller missed; the ticket in case it does not decode.
+    Cached(Ticket, EntryWithDeps),
+    /// A refresh that another caller runs or has done.
+    Skip,
 }

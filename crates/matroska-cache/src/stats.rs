@@ -37,6 +37,12 @@ pub struct Stats {
     /// Dependencies of failed invalidations dropped from the retry queue (it was full, or
     /// the retry failed for good): their dependents may stay readable until their TTL.
     pub invalidations_not_retried: u64,
+    /// Expired values that read-through returned as a fail-safe fallback because computing
+    /// failed ([`Entry::fail_safe`](crate::Entry::fail_safe)).
+    pub fail_safe_hits: u64,
+    /// Background refreshes started by hits on entries due for one
+    /// ([`Entry::refresh_after`](crate::Entry::refresh_after)).
+    pub refreshes: u64,
 }
 
 /// One counter of [`Counters`].
@@ -53,9 +59,11 @@ pub(crate) enum Counter {
     Faults,
     FastFailures,
     InvalidationsNotRetried,
+    FailSafeHits,
+    Refreshes,
 }
 
-const COUNTERS: usize = 11;
+const COUNTERS: usize = 13;
 
 /// One thread's share of every counter, on its own cache line: threads counting hits at
 /// millions per second would otherwise fight over one line.
@@ -170,6 +178,8 @@ impl Counters {
             faults: read(Counter::Faults),
             fast_failures: read(Counter::FastFailures),
             invalidations_not_retried: read(Counter::InvalidationsNotRetried),
+            fail_safe_hits: read(Counter::FailSafeHits),
+            refreshes: read(Counter::Refreshes),
             breaker_openings: 0,
         }
     }
@@ -193,6 +203,8 @@ mod exported {
         "matroska_cache_faults_total",
         "matroska_cache_fast_failures_total",
         "matroska_cache_invalidations_not_retried_total",
+        "matroska_cache_fail_safe_hits_total",
+        "matroska_cache_refreshes_total",
     ];
 
     /// Histogram names, in the order of [`Op`](super::Op).

@@ -6,8 +6,16 @@
 //!
 //! Settings (timeouts, lease and ticket ages, intervals) are different: `Duration::MAX` is how
 //! people say "no limit", so they saturate instead of overflowing or failing.
+//!
+//! **Freshness.** A read-through entry with [fail-safe or refresh-ahead](crate::Entry) is
+//! stored longer than its TTL (the fallback window) and carries its [`Freshness`]: when it
+//! stops being fresh and when it is due for a refresh, in milliseconds since the UNIX epoch
+//! on the writer's clock. Every read goes through [`Freshness::age`]: a plain `get` misses a
+//! [`Age::Stale`] entry; only read-through's fail-safe may return it, and only when computing
+//! fails. (Clock skew between processes moves these instants by the skew; it never makes an
+//! invalidated entry readable: invalidation deletes the entry, fallback and all.)
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 
@@ -36,6 +44,92 @@ pub(crate) fn jittered(ttl: Duration, fraction: f64) -> Duration {
     let ms = (ttl.as_millis() as f64 * factor).round();
     let ms = ms.clamp(1.0, millis(MAX_TTL) as f64) as u64;
     Duration::from_millis(ms)
+}
+
+/// When a stored entry stops being fresh, and when it is due for a refresh (both in
+/// milliseconds since the UNIX epoch); entries without fail-safe or refresh-ahead have none
+/// (their TTL is all there is).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Freshness {
+    /// From this instant on the entry is a fallback only.
+    pub fresh_until_ms: u64,
+    /// From this instant on a hit starts a refresh (at most `fresh_until_ms`).
+    pub refresh_at_ms: u64,
+}
+
+/// How old an entry is, by its [`Freshness`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Age {
+    /// Within its TTL and not due for a refresh.
+    Fresh,
+    /// Within its TTL, due for a refresh.
+    Due,
+    /// Past its TTL: kept only as a fail-safe fallback.
+    Stale,
+}
+
+impl Freshness {
+    /// The freshness of an entry stored now for `ttl`, refreshed after `refresh_after`.
+    pub(crate) fn starting_now(ttl: Duration, refresh_after: Option<Duration>) -> Freshness {
+        let now = now_ms();
+        let fresh_until_ms = now.saturating_add(millis(ttl));
+        let refresh_at_ms = refresh_after
+            .map_or(fresh_until_ms, |after| now.saturating_add(millis(after)))
+            .min(fresh_until_ms);
+        Freshness {
+            fresh_until_ms,
+            refresh_at_ms,
+        }
+    }
+
+    /// The entry's age at `now_ms`.
+    pub fn age(&self, now_ms: u64) -> Age {
+        if now_ms >= self.fresh_until_ms {
+            Age::Stale
+        } else if now_ms >= self.refresh_at_ms {
+            Age::Due
+        } else {
+            Age::Fresh
+        }
+    }
+}
+
+/// The age of an entry with `freshness` now (untimed entries are fresh while they exist).
+pub(crate) fn age_of(freshness: Option<&Freshness>) -> Age {
+    freshness.map_or(Age::Fresh, |f| f.age(now_ms()))
+}
+
+/// What a read-through [`begin`](crate::Backend::begin) accepts as already cached: an entry
+/// that is still fresh at `now_ms`, or, for a refresh, only one that is not even due.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// An entry fresh at this instant (ms since the UNIX epoch).
+    Fresh(u64),
+    /// An entry not due for a refresh at this instant.
+    NotDue(u64),
+}
+
+impl Want {
+    /// An entry fresh now.
+    pub fn fresh() -> Want {
+        Want::Fresh(now_ms())
+    }
+
+    /// Whether an entry with `freshness` is what the caller wants.
+    pub fn accepts(&self, freshness: Option<&Freshness>) -> bool {
+        match (self, freshness) {
+            (_, None) => true,
+            (Want::Fresh(now), Some(f)) => f.age(*now) != Age::Stale,
+            (Want::NotDue(now), Some(f)) => f.age(*now) == Age::Fresh,
+        }
+    }
+}
+
+/// Milliseconds since the UNIX epoch on this machine's clock.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, millis)
 }
 
 /// Whole milliseconds, rounded up, saturating at `u64::MAX`.

@@ -451,6 +451,60 @@ async fn free_functions_on_a_static_cache() {
     assert!(CACHE.has("settings()").await.unwrap());
 }
 
+static HEADLINE_RUNS: AtomicU32 = AtomicU32::new(0);
+static DATABASE_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[cached(cache = CACHE, ttl = "300ms", fail_safe = "1m", refresh_after = "150ms")]
+async fn headline(id: u64) -> Result<String, DbError> {
+    if DATABASE_DOWN.load(Ordering::SeqCst) {
+        return Err(DbError("down"));
+    }
+    let run = HEADLINE_RUNS.fetch_add(1, Ordering::SeqCst);
+    depends_on([dep::id("article", id)]);
+    Ok(format!("headline {id} v{run}"))
+}
+
+/// `refresh_after` and `fail_safe` in the attribute: a due hit returns at once and refreshes
+/// in the background; past the TTL a failing body returns the expired value; an
+/// invalidated one is never returned.
+#[tokio::test]
+async fn refresh_ahead_and_fail_safe_in_the_attribute() {
+    assert_eq!(headline(7).await.unwrap(), "headline 7 v0");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Due: the old value at once, a refresh behind it.
+    assert_eq!(headline(7).await.unwrap(), "headline 7 v0");
+    for _ in 0..100 {
+        if HEADLINE_RUNS.load(Ordering::SeqCst) == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(HEADLINE_RUNS.load(Ordering::SeqCst), 2);
+    // (The refresh stores in the background; wait for it.)
+    let mut refreshed = String::new();
+    for _ in 0..100 {
+        refreshed = CACHE
+            .get(&headline_key(7))
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        if refreshed == "headline 7 v1" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(refreshed, "headline 7 v1");
+
+    // Past the TTL with the database down: the expired value, then the error once the
+    // entry is invalidated.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    DATABASE_DOWN.store(true, Ordering::SeqCst);
+    assert_eq!(headline(7).await.unwrap(), "headline 7 v1");
+    assert_eq!(CACHE.invalidate([dep::id("article", 7)]).await.unwrap(), 1);
+    assert_eq!(headline(7).await, Err(DbError("down")));
+    DATABASE_DOWN.store(false, Ordering::SeqCst);
+}
+
 /// The futures are `Send` (so they can be spawned) whenever the body's is.
 #[test]
 fn futures_are_send() {

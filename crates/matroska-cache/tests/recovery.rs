@@ -48,8 +48,9 @@ impl Backend for Flaky {
         &self,
         key: &str,
         lease: Option<(u64, Duration)>,
+        want: matroska_cache::backend::Want,
     ) -> matroska_cache::Result<(Ticket, Lease)> {
-        self.inner.begin(key, lease).await
+        self.inner.begin(key, lease, want).await
     }
     async fn put_fenced(
         &self,

@@ -1170,7 +1170,9 @@ async fn single_flight_while_the_cache_is_unreachable() {
                     .get_or_compute("broken", MINUTE, || async move {
                         failures.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(50)).await;
-                        Err::<(String, [matroska_cache::Dep; 0]), _>(std::io::Error::other("db down"))
+                        Err::<(String, [matroska_cache::Dep; 0]), _>(std::io::Error::other(
+                            "db down",
+                        ))
                     })
                     .await
             })

@@ -29,7 +29,7 @@ use moka::ops::compute::{CompResult, Op};
 use moka::sync::Cache;
 use moka::Expiry;
 
-use super::{Backend, Fenced, Lease, PruneReport, Ticket, DEFAULT_MAX_TICKET_AGE};
+use super::{Backend, Fenced, Lease, PruneReport, Ticket, Want, DEFAULT_MAX_TICKET_AGE};
 use crate::codec::Encoded;
 use crate::dep::Dep;
 use crate::error::{Error, Result};
@@ -371,7 +371,10 @@ impl Backend for MemoryBackend {
     }
 
     async fn has(&self, key: &str) -> Result<bool> {
-        Ok(self.entries.contains_key(key))
+        Ok(self
+            .entries
+            .get(key)
+            .is_some_and(|e| Want::fresh().accepts(e.value.freshness.as_ref())))
     }
 
     async fn put(&self, key: &str, value: Encoded, deps: &[Dep], ttl: Duration) -> Result<()> {
@@ -386,14 +389,21 @@ impl Backend for MemoryBackend {
             .map(|e| (e.value.clone(), e.deps.to_vec())))
     }
 
-    async fn begin(&self, key: &str, lease: Option<(u64, Duration)>) -> Result<(Ticket, Lease)> {
+    async fn begin(
+        &self,
+        key: &str,
+        lease: Option<(u64, Duration)>,
+        want: Want,
+    ) -> Result<(Ticket, Lease)> {
         let seq = self.generation.load(Ordering::SeqCst);
         let ticket = Ticket::new(seq, self.now_ms(), 0);
         let Some((holder, ttl)) = lease else {
             return Ok((ticket, Lease::Granted));
         };
         if let Some(entry) = self.get_with_deps(key).await? {
-            return Ok((ticket, Lease::Cached(entry)));
+            if want.accepts(entry.0.freshness.as_ref()) {
+                return Ok((ticket, Lease::Cached(entry)));
+            }
         }
         let now = Instant::now();
         // `Duration::MAX` means "no limit"; an Instant cannot hold that, 100 years will do.
@@ -572,7 +582,10 @@ mod tests {
             .unwrap();
         let lease = Some((1, Duration::from_millis(1)));
         for i in 0..3 * RECLAIM_EVERY {
-            backend.begin(&format!("k{i}"), lease).await.unwrap();
+            backend
+                .begin(&format!("k{i}"), lease, Want::fresh())
+                .await
+                .unwrap();
             backend
                 .invalidate(&[crate::dep::id("item", i)])
                 .await

@@ -12,6 +12,8 @@
 //!   stored before `invalidate` began is readable. Entries stored while it runs may survive
 //!   (they are not deleted by it).
 //! - `invalidate` counts each dropped entry once.
+//! - An entry with [`Freshness`] is stored for its fallback window too; `has` and a `begin`
+//!   that asks for a fresh entry treat one past its freshness as absent.
 //! - A fenced put with a [`Ticket`] stores nothing if one of its dependencies was invalidated
 //!   after the ticket was taken, or is being invalidated while it runs: a value computed from
 //!   data older than an invalidation is never stored after it (the "stale set").
@@ -28,6 +30,7 @@ use std::time::Duration;
 use crate::codec::Encoded;
 use crate::dep::Dep;
 use crate::error::Result;
+pub use crate::ttl::{Age, Freshness, Want};
 
 /// What an index prune reclaimed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -139,13 +142,14 @@ pub trait Backend: Send + Sync + 'static {
         0
     }
 
-    /// The entry stored under `key`, if any.
+    /// The entry stored under `key`, if any (whatever its [`Freshness`]: the cache decides
+    /// what a stale entry is good for).
     fn get(&self, key: &str) -> impl Future<Output = Result<Option<Encoded>>> + Send;
 
     /// The entries stored under `keys`, in the same order (one round trip on Redis).
     fn get_many(&self, keys: &[&str]) -> impl Future<Output = Result<Vec<Option<Encoded>>>> + Send;
 
-    /// Whether an entry is stored under `key`.
+    /// Whether an entry is stored under `key` and fresh (not past its [`Freshness`]).
     fn has(&self, key: &str) -> impl Future<Output = Result<bool>> + Send;
 
     /// Stores `value` under `key` with its dependencies (no duplicates) for `ttl` (non-zero),
@@ -166,12 +170,14 @@ pub trait Backend: Send + Sync + 'static {
 
     /// A ticket for a fenced put, and, if `lease` is given, the lease on computing `key` for
     /// `lease.1` as holder `lease.0`: [`Lease::Cached`] (and no lease) if the entry exists by
-    /// now, else [`Lease::Granted`] or [`Lease::Busy`]. Without `lease` it is always
-    /// `Granted`.
+    /// now and is what `want` accepts (fresh, or for a refresh not even due: see
+    /// [`Freshness`]), else [`Lease::Granted`] or [`Lease::Busy`]. Without `lease` it is
+    /// always `Granted`.
     fn begin(
         &self,
         key: &str,
         lease: Option<(u64, Duration)>,
+        want: Want,
     ) -> impl Future<Output = Result<(Ticket, Lease)>> + Send;
 
     /// Like [`put`](Backend::put), but only if no dependency was invalidated after `ticket`
@@ -229,6 +235,7 @@ pub(crate) trait DynBackend: Send + Sync + 'static {
         &'a self,
         key: &'a str,
         lease: Option<(u64, Duration)>,
+        want: Want,
     ) -> BoxFuture<'a, Result<(Ticket, Lease)>>;
     #[allow(clippy::too_many_arguments)]
     fn put_fenced<'a>(
@@ -279,8 +286,9 @@ impl<B: Backend> DynBackend for B {
         &'a self,
         key: &'a str,
         lease: Option<(u64, Duration)>,
+        want: Want,
     ) -> BoxFuture<'a, Result<(Ticket, Lease)>> {
-        Box::pin(Backend::begin(self, key, lease))
+        Box::pin(Backend::begin(self, key, lease, want))
     }
     fn put_fenced<'a>(
         &'a self,

@@ -200,13 +200,14 @@ impl Harness {
 
     /// `Backend::begin` with a lease on `key`, straight on this harness's backend.
     pub async fn begin_with_lease(&self, key: &str) -> matroska_cache::Lease {
+        use matroska_cache::backend::Want;
         use matroska_cache::Backend;
         let lease = Some((rand_holder(), std::time::Duration::from_secs(10)));
         match (&self.kind, self.redis_builder()) {
-            (Kind::Memory(backend), _) => backend.begin(key, lease).await.unwrap().1,
+            (Kind::Memory(backend), _) => backend.begin(key, lease, Want::fresh()).await.unwrap().1,
             (_, Some(builder)) => {
                 let backend = builder.build().await.unwrap();
-                backend.begin(key, lease).await.unwrap().1
+                backend.begin(key, lease, Want::fresh()).await.unwrap().1
             }
             (_, None) => unreachable!(),
         }

@@ -24,7 +24,7 @@
 //! | --- | --- | --- |
 //! | `get` | 1 | `GET` |
 //! | `get_many` | 1 | one `MGET` per shard, all at once |
-//! | `has` | 1 | `GETRANGE` of the generation (an entry from before a restart is a miss) |
+//! | `has` | 1 | `has.lua`: the generation (an entry from before a restart is a miss), and for an entry with a fallback window whether it is still fresh |
 //! | `put` | 1 (cluster, first put of a dependency in a shard: 2) | `put.lua`: entry and index members together (on a cluster, `SETBIT`s registering its shard at other home shards go first, the first time: `registrations`) |
 //! | `begin` | 1 | `begin.lua` (on a cluster, with a `GET` of the ticket counter, at once) |
 //! | fenced put | 1 (cluster: 2) | on a cluster, `register.lua` at other home shards first |
@@ -81,10 +81,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use router::{Invocation, Router};
-use scripts::{BEGIN, DEPS, DIRECTORY_BITS, DIRECTORY_VERSION, PRUNE, PUT, REGISTER, RELEASE};
+use scripts::{BEGIN, DEPS, DIRECTORY_BITS, DIRECTORY_VERSION, HAS, PRUNE, PUT, REGISTER, RELEASE};
 use tracing::debug;
 
 pub use builder::{redact_url, RedisBackendBuilder, DEFAULT_CLUSTER_SHARDS};
@@ -92,8 +90,8 @@ pub use entry::StoredEntry;
 pub use inspect::{PrefixStats, ServerStats};
 pub(crate) use keys::KeySpace;
 
-use super::{Backend, Fenced, Lease, PruneReport, Ticket};
-use crate::codec::{Encoded, Format};
+use super::{Backend, Fenced, Lease, PruneReport, Ticket, Want};
+use crate::codec::Encoded;
 use crate::dep::Dep;
 use crate::error::{Error, Result};
 use crate::ttl;
@@ -448,14 +446,11 @@ fn parse_deps(key: &str, json: &str) -> Result<Vec<Dep>> {
         .collect()
 }
 
-/// The value of a stored entry that starts at `start`, moved to the front of the buffer
+/// The value of a stored entry laid out as `layout`, moved to the front of the buffer
 /// (cheaper than splitting a `Bytes`, which allocates).
-fn value_at(mut stored: Vec<u8>, format: Format, start: usize) -> Encoded {
-    stored.drain(..start);
-    Encoded {
-        format,
-        bytes: Bytes::from(stored),
-    }
+fn value_at(mut stored: Vec<u8>, layout: entry::Layout) -> Encoded {
+    stored.drain(..layout.value_start);
+    Encoded::new(layout.format, stored).with_freshness(layout.freshness)
 }
 
 /// Whether the stored entry `bytes` (or its first 20 bytes) was written in the epoch whose
@@ -470,19 +465,18 @@ fn stored_value(floor: u64, key: &str, stored: Option<Vec<u8>>) -> Result<Option
     let Some(stored) = stored else {
         return Ok(None);
     };
-    let (format, start) = entry::value_start(key, &stored)?;
+    let layout = entry::layout(key, &stored)?;
     if !holds(floor, key, &stored)? {
         return Ok(None); // from before a restart: see connection.rs
     }
-    Ok(Some(value_at(stored, format, start)))
+    Ok(Some(value_at(stored, layout)))
 }
 
 /// Parses a stored entry into its value and dependencies.
 fn decode_entry(key: &str, bytes: Vec<u8>) -> Result<(Encoded, Vec<Dep>)> {
-    let entry = StoredEntry::parse(key, &bytes)?;
-    let (format, start) = (entry.format, bytes.len() - entry.value.len());
-    let deps = parse_deps(key, entry.deps_json)?;
-    Ok((value_at(bytes, format, start), deps))
+    let deps = parse_deps(key, StoredEntry::parse(key, &bytes)?.deps_json)?;
+    let layout = entry::layout(key, &bytes)?;
+    Ok((value_at(bytes, layout), deps))
 }
 
 impl Backend for RedisBackend {
@@ -538,16 +532,15 @@ impl Backend for RedisBackend {
     }
 
     async fn has(&self, key: &str) -> Result<bool> {
-        // The generation, to tell an entry of this epoch from one a restart brought back.
+        // The generation, to tell an entry of this epoch from one a restart brought back
+        // (empty if there is no fresh entry).
         let (shard, keys) = self.shard_of(key);
+        let now = entry::instant_text(ttl::now_ms());
         let (head, floor): (Vec<u8>, u64) = self
             .send(shard, |_| {
-                redis::cmd("GETRANGE")
-                    .arg(keys.data(key))
-                    .arg(0)
-                    .arg(entry::GENERATION_WIDTH - 1)
-                    .clone()
-                    .into()
+                let mut invocation = Invocation::new(&HAS);
+                invocation.key(keys.data(key)).arg(&now);
+                invocation.into()
             })
             .await?;
         Ok(!head.is_empty() && holds(floor, key, &head)?)
@@ -570,7 +563,17 @@ impl Backend for RedisBackend {
         }
     }
 
-    async fn begin(&self, key: &str, lease: Option<(u64, Duration)>) -> Result<(Ticket, Lease)> {
+    async fn begin(
+        &self,
+        key: &str,
+        lease: Option<(u64, Duration)>,
+        want: Want,
+    ) -> Result<(Ticket, Lease)> {
+        let (now, field) = match want {
+            Want::Fresh(now) => (now, 0),
+            Want::NotDue(now) => (now, 1),
+        };
+        let now = entry::instant_text(now);
         let (shard, keys) = self.shard_of(key);
         let begin = self.send(shard, |floor| {
             let mut invocation = Invocation::new(&BEGIN);
@@ -583,7 +586,10 @@ impl Backend for RedisBackend {
                 Some((holder, ttl)) => invocation.arg(holder).arg(ttl::redis_millis(ttl)),
                 None => invocation.arg("").arg(1),
             };
-            invocation.arg(entry::generation_text(floor));
+            invocation
+                .arg(entry::generation_text(floor))
+                .arg(&now)
+                .arg(field);
             invocation.into()
         });
         type Begun = (u64, u64, u8, Option<Vec<u8>>);

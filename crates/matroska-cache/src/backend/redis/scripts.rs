@@ -2,7 +2,8 @@
 //! that answers `NOSCRIPT`: a new or restarted master; see `router.rs`).
 //!
 //! The scripts that read or write the fence table get `fence.lua` prepended, so the table's
-//! format is spelled out once; those that merge directory bitmaps get `bitmaps.lua`.
+//! format is spelled out once; those that merge directory bitmaps get `bitmaps.lua`; those
+//! that read an entry's freshness get `entry.lua`.
 
 use std::sync::LazyLock;
 
@@ -29,9 +30,16 @@ fn with_bitmaps(source: &str) -> Script {
 
 /// Writes an entry and its index members (fenced or not): `put.lua`.
 pub(super) static PUT: LazyLock<Script> = LazyLock::new(|| with_fences(include_str!("put.lua")));
+/// `source` with `entry.lua`'s helpers in front.
+fn with_entries(source: &str) -> Script {
+    with_helpers(include_str!("entry.lua"), source)
+}
+
 /// A ticket and a lease, or the entry if it exists: `begin.lua`.
 pub(super) static BEGIN: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("begin.lua")));
+    LazyLock::new(|| with_entries(include_str!("begin.lua")));
+/// Whether a fresh entry exists: `has.lua`.
+pub(super) static HAS: LazyLock<Script> = LazyLock::new(|| with_entries(include_str!("has.lua")));
 /// Gives a lease back: `release.lua`.
 pub(super) static RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("release.lua")));
