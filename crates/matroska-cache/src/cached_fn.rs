@@ -263,7 +263,7 @@ where
     let entry = lifetimes.entry(cache, &key);
     finish(
         entry
-            .get_or_compute_failing(computation!(run, deps, keep), failed)
+            .get_or_compute_failing_on(computation!(run, deps, keep), failed)
             .await,
     )
 }
@@ -294,7 +294,7 @@ where
     let entry = lifetimes.entry(cache, &key).refresh_after(refresh_after);
     finish(
         entry
-            .get_or_compute_failing(computation!(run, deps, keep), failed)
+            .get_or_compute_failing_on(computation!(run, deps, keep), failed)
             .await,
     )
 }

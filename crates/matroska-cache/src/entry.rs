@@ -35,20 +35,46 @@ use crate::dep::Dep;
 /// The TTL of an [`Entry`] that was given none.
 pub const DEFAULT_ENTRY_TTL: Duration = Duration::from_secs(5 * 60);
 
-/// What an entry's read-through does besides computing on a miss.
+/// How long a read-through entry lives: fresh for `ttl`, due for a refresh after
+/// `refresh_after`, kept `fail_safe` past its TTL as a fallback (see [`Entry`]'s methods of
+/// those names). An [`Entry`] builds one; a computation can replace its own with
+/// [`set_lifetime`](crate::set_lifetime) once it knows better.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Options {
-    pub(crate) ttl: Duration,
-    pub(crate) refresh_after: Option<Duration>,
-    pub(crate) fail_safe: Option<Duration>,
+#[non_exhaustive]
+pub struct Lifetime {
+    /// How long the value is fresh.
+    pub ttl: Duration,
+    /// When a hit starts a background refresh (only through
+    /// [`Entry::refresh_after`]'s `get_or_compute`, whose computation may run in the
+    /// background).
+    pub refresh_after: Option<Duration>,
+    /// How long past its TTL the entry is kept as a fail-safe fallback.
+    pub fail_safe: Option<Duration>,
 }
 
-impl Options {
-    pub(crate) fn ttl(ttl: Duration) -> Options {
-        Options {
+impl Lifetime {
+    /// Fresh for `ttl`, no refresh-ahead, no fallback window.
+    pub fn new(ttl: Duration) -> Lifetime {
+        Lifetime {
             ttl,
             refresh_after: None,
             fail_safe: None,
+        }
+    }
+
+    /// With refresh-ahead after `after`.
+    pub fn refresh_after(self, after: Duration) -> Lifetime {
+        Lifetime {
+            refresh_after: Some(after),
+            ..self
+        }
+    }
+
+    /// With a fail-safe window of `max` past the TTL.
+    pub fn fail_safe(self, max: Duration) -> Lifetime {
+        Lifetime {
+            fail_safe: Some(max),
+            ..self
         }
     }
 
@@ -81,7 +107,7 @@ pub struct RefreshAhead;
 pub struct Entry<'c, Mode = OnMiss> {
     cache: &'c MatroskaCache,
     key: &'c str,
-    options: Options,
+    options: Lifetime,
     mode: PhantomData<Mode>,
 }
 
@@ -90,7 +116,7 @@ impl<'c> Entry<'c, OnMiss> {
         Entry {
             cache,
             key,
-            options: Options::ttl(DEFAULT_ENTRY_TTL),
+            options: Lifetime::new(DEFAULT_ENTRY_TTL),
             mode: PhantomData,
         }
     }
@@ -111,10 +137,7 @@ impl<'c> Entry<'c, OnMiss> {
         Entry {
             cache: self.cache,
             key: self.key,
-            options: Options {
-                refresh_after: Some(after),
-                ..self.options
-            },
+            options: self.options.refresh_after(after),
             mode: PhantomData,
         }
     }
@@ -129,12 +152,13 @@ impl<'c> Entry<'c, OnMiss> {
         Fut: Future<Output = Result<(T, D), E>> + Send,
         E: Send,
     {
-        self.get_or_compute_failing(compute, |_| true).await
+        self.get_or_compute_failing_on(compute, |_| true).await
     }
 
-    /// [`get_or_compute`](Self::get_or_compute) where only the errors `failed` accepts
-    /// return a fail-safe fallback.
-    pub(crate) async fn get_or_compute_failing<T, E, D, F, Fut>(
+    /// [`get_or_compute`](Self::get_or_compute) where only the errors `failed` accepts are
+    /// failures that return the [fail-safe](Entry::fail_safe) fallback; others (a value the
+    /// computation chose not to store, a "not found") reach the caller as they are.
+    pub async fn get_or_compute_failing_on<T, E, D, F, Fut>(
         self,
         compute: F,
         failed: fn(&E) -> bool,
@@ -164,12 +188,13 @@ impl<'c> Entry<'c, RefreshAhead> {
         Fut: Future<Output = Result<(T, D), E>> + Send + 'static,
         E: Send + 'static,
     {
-        self.get_or_compute_failing(compute, |_| true).await
+        self.get_or_compute_failing_on(compute, |_| true).await
     }
 
-    /// [`get_or_compute`](Self::get_or_compute) where only the errors `failed` accepts
-    /// return a fail-safe fallback.
-    pub(crate) async fn get_or_compute_failing<T, E, D, F, Fut>(
+    /// [`get_or_compute`](Self::get_or_compute) where only the errors `failed` accepts are
+    /// failures that return the [fail-safe](Entry::fail_safe) fallback; others (a value the
+    /// computation chose not to store, a "not found") reach the caller as they are.
+    pub async fn get_or_compute_failing_on<T, E, D, F, Fut>(
         self,
         compute: F,
         failed: fn(&E) -> bool,
@@ -213,7 +238,7 @@ impl<'c, Mode> Entry<'c, Mode> {
     /// Costs: Redis (or the memory backend) keeps the entry `max` longer, and the entry's
     /// freshness (40 bytes) is stored with it.
     pub fn fail_safe(mut self, max: Duration) -> Self {
-        self.options.fail_safe = Some(max);
+        self.options = self.options.fail_safe(max);
         self
     }
 }

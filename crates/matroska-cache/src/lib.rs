@@ -53,7 +53,7 @@ pub use dep::Dep;
 pub use entry::Entry;
 pub use error::{Error, Result, ServerError};
 pub use key::MAX_KEY_LEN;
-pub use read_through::{depends_on, with_dependencies};
+pub use read_through::{depends_on, set_lifetime, with_dependencies};
 pub use stats::Stats;
 pub use ttl::MAX_TTL;
 

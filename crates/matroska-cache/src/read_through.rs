@@ -52,7 +52,7 @@ use crate::backend::{EntryWithDeps, Fenced, Lease, Ticket};
 use crate::cache::MatroskaCache;
 use crate::codec::Encoded;
 use crate::dep::{self, Dep};
-use crate::entry::Options;
+use crate::entry::Lifetime;
 use crate::error::Error;
 use crate::flight::{Flight, Role, Shared};
 use crate::key;
@@ -66,6 +66,8 @@ struct Computation {
     key: String,
     /// The dependencies declared so far by it and by nested calls.
     deps: Mutex<Vec<Dep>>,
+    /// The lifetime it set for its entry ([`set_lifetime`]).
+    lifetime: Mutex<Option<Lifetime>>,
     outer: Option<Arc<Computation>>,
 }
 
@@ -110,6 +112,53 @@ pub fn depends_on(deps: impl IntoIterator<Item = Dep>) -> bool {
         .is_ok()
 }
 
+/// Sets how long the entry whose computation runs in this task lives (the innermost
+/// [`get_or_compute`](MatroskaCache::get_or_compute), or [`Entry`](crate::Entry)), in place
+/// of the lifetime the call gave; returns `false`, and does nothing, outside any computation.
+///
+/// For computations that learn how long their result is good for: a token's expiry, an
+/// HTTP response's `Cache-Control`. A refresh-ahead setting takes effect only for entries
+/// read through [`Entry::refresh_after`](crate::Entry::refresh_after) (whose computation may
+/// run in the background). An invalid TTL stores nothing (a fault, logged and counted).
+///
+/// ```
+/// use matroska_cache::{entry::Lifetime, set_lifetime, MatroskaCache};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let cache = MatroskaCache::in_memory();
+/// let token: String = cache
+///     .get_or_compute("api-token", Duration::from_secs(3600), || async {
+///         let (token, expires_in) = ("t0k3n".to_owned(), Duration::from_secs(300));
+///         set_lifetime(Lifetime::new(expires_in));
+///         Ok::<_, std::io::Error>((token, []))
+///     })
+///     .await
+///     .unwrap();
+/// # let _ = token;
+/// # }
+/// ```
+pub fn set_lifetime(lifetime: Lifetime) -> bool {
+    COMPUTATION
+        .try_with(|innermost| {
+            // The innermost computation of an entry (not a `with_dependencies` scope).
+            let mut next = Some(innermost);
+            while let Some(computation) = next {
+                if computation.cache != 0 {
+                    *computation
+                        .lifetime
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(lifetime);
+                    return true;
+                }
+                next = computation.outer.as_ref();
+            }
+            false
+        })
+        .unwrap_or(false)
+}
+
 /// Runs `work` and returns its output with the dependencies it declared: through
 /// [`depends_on`] and through every [`get_or_compute`](MatroskaCache::get_or_compute) inside
 /// it, hit or miss. They are passed on to the computation this runs inside, if any, as if
@@ -138,6 +187,7 @@ pub async fn with_dependencies<F: Future>(work: F) -> (F::Output, Vec<Dep>) {
         cache: 0,
         key: String::new(),
         deps: Mutex::default(),
+        lifetime: Mutex::default(),
         outer: COMPUTATION.try_with(Arc::clone).ok(),
     });
     let output = COMPUTATION.scope(Arc::clone(&computation), work).await;
@@ -150,6 +200,13 @@ pub async fn with_dependencies<F: Future>(work: F) -> (F::Output, Vec<Dep>) {
     let deps = dep::sorted_unique(declared);
     depends_on(deps.iter().cloned());
     (output, deps)
+}
+
+/// What a computation returned, with what it declared.
+struct Computed<T> {
+    value: T,
+    deps: Vec<Dep>,
+    lifetime: Option<Lifetime>,
 }
 
 /// What a lookup found.
@@ -182,7 +239,7 @@ impl<T, E> Fallback<T, E> {
 struct Storing {
     /// The TTL the entry is fresh for (checked and jittered).
     ttl: Duration,
-    options: Options,
+    options: Lifetime,
 }
 
 impl Storing {
@@ -265,7 +322,7 @@ impl MatroskaCache {
     pub(crate) async fn read_through<T, E, D, F, Fut>(
         &self,
         key: &str,
-        options: Options,
+        options: Lifetime,
         compute: F,
         refresh: impl FnOnce(&MatroskaCache, F),
         failed: fn(&E) -> bool,
@@ -357,7 +414,7 @@ impl MatroskaCache {
 
     /// Starts one background recomputation of `key`, due for a refresh: none if one runs in
     /// this process (or a miss computes the key), none without a Tokio runtime.
-    pub(crate) fn refresh<T, E, D, F, Fut>(&self, key: &str, options: Options, compute: F)
+    pub(crate) fn refresh<T, E, D, F, Fut>(&self, key: &str, options: Lifetime, compute: F)
     where
         T: Serialize + DeserializeOwned + Send + 'static,
         D: IntoIterator<Item = Dep> + 'static,
@@ -540,7 +597,7 @@ impl MatroskaCache {
             }
         }
         turn.begin();
-        let (value, deps) = self.run(key, compute).await?;
+        let Computed { value, deps, .. } = self.run(key, compute).await?;
         if place.others_waiting() {
             if let Ok(encoded) = Encoded::encode(key, &value) {
                 turn.share(Arc::new((encoded, deps)));
@@ -556,13 +613,13 @@ impl MatroskaCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<(T, D), E>>,
     {
-        let (value, _) = self.run(key, compute).await?;
+        let Computed { value, .. } = self.run(key, compute).await?;
         Ok(value)
     }
 
     /// Runs the computation of `key`, collecting what it declares and what nested calls add,
     /// and passes all of it on to the computation this one runs inside, if any.
-    async fn run<T, E, D, F, Fut>(&self, key: &str, compute: F) -> Result<(T, Vec<Dep>), E>
+    async fn run<T, E, D, F, Fut>(&self, key: &str, compute: F) -> Result<Computed<T>, E>
     where
         D: IntoIterator<Item = Dep>,
         F: FnOnce() -> Fut,
@@ -573,6 +630,7 @@ impl MatroskaCache {
             cache: Arc::as_ptr(&self.inner) as usize,
             key: key.to_owned(),
             deps: Mutex::default(),
+            lifetime: Mutex::default(),
             outer: COMPUTATION.try_with(Arc::clone).ok(),
         });
         let result = COMPUTATION.scope(Arc::clone(&computation), compute()).await;
@@ -593,7 +651,15 @@ impl MatroskaCache {
         };
         let deps = dep::sorted_unique(deps.into_iter().chain(nested));
         depends_on(deps.iter().cloned());
-        Ok((value, deps))
+        let lifetime = *computation
+            .lifetime
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Ok(Computed {
+            value,
+            deps,
+            lifetime,
+        })
     }
 
     /// A ticket and, for a flight's leader, the lease: waits (polls) while another caller
@@ -679,12 +745,34 @@ impl MatroskaCache {
         F: FnOnce() -> Fut + Send,
         Fut: Future<Output = Result<(T, D), E>> + Send,
     {
-        let (value, deps) = match self.run(key, compute).await {
+        let Computed {
+            value,
+            deps,
+            lifetime,
+        } = match self.run(key, compute).await {
             Ok(computed) => computed,
             Err(error) => return self.fail_safe(key, fallback, error).await,
         };
         let Some(ticket) = ticket else {
             return Ok(value);
+        };
+        // The computation knows better how long its value lives.
+        let set;
+        let storing = match lifetime {
+            None => storing,
+            Some(lifetime) => match self.stored_ttl(lifetime.ttl) {
+                Ok(ttl) => {
+                    set = Storing {
+                        ttl,
+                        options: lifetime,
+                    };
+                    &set
+                }
+                Err(error) => {
+                    self.fault(key, &error);
+                    return Ok(value);
+                }
+            },
         };
         let encoded = match storing.encode(key, &value) {
             Ok(encoded) => encoded,

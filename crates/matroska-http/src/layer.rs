@@ -14,7 +14,8 @@ use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
-use matroska_cache::{with_dependencies, Dep, MatroskaCache};
+use matroska_cache::entry::Lifetime;
+use matroska_cache::{set_lifetime, with_dependencies, Dep, MatroskaCache};
 use tower::{Layer, Service};
 use tracing::{debug, trace, warn};
 
@@ -438,9 +439,9 @@ async fn serve<S>(
     request: Request<Body>,
 ) -> Result<Response<Body>, S::Error>
 where
-    S: Service<Request<Body>, Response = Response<Body>> + Send,
-    S::Future: Send,
-    S::Error: Send,
+    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
 {
     let head = request.method() == Method::HEAD;
     if request.method() != Method::GET && !head {
@@ -466,14 +467,10 @@ where
     }
     // The handler sees a GET: a HEAD is served from the GET's entry.
     parts.method = Method::GET;
-    let mut pending = Some(Request::from_parts(parts, body));
+    let runs = Runs::new(&parts, &inner, &config, &key);
+    let pending = Some(Request::from_parts(parts, body));
 
-    let outcome = config
-        .cache
-        .get_or_compute(base, config.ttl, || {
-            compute(&config, &mut inner, &mut pending, &key, None)
-        })
-        .await;
+    let outcome = read_through(&config, base, runs.computation(None)).await;
     let stored = match outcome {
         Ok(stored) => stored,
         Err(Uncached::Response(response)) => return Ok(uncached(response, head)),
@@ -485,9 +482,13 @@ where
         return pass(&mut inner, pending, head).await;
     }
     // Another variant of the URL has its own entry. Only a hit can be another variant: a
-    // response computed for this request (the request was taken) has its values.
+    // response computed for this request has its values.
     let variant = match &pending {
-        Some(request) if !stored.vary.is_empty() && !vary_matches(&stored, request.headers()) => {
+        Some(request)
+            if runs.outcome() == Ran::Not
+                && !stored.vary.is_empty()
+                && !vary_matches(&stored, request.headers()) =>
+        {
             let names: Vec<String> = stored.vary.iter().map(|(name, _)| name.clone()).collect();
             let variant = variant_key(base, &names, request.headers());
             Some((names, variant))
@@ -504,12 +505,7 @@ where
     let (entry, stored) = match variant {
         None => (key.key.clone(), stored),
         Some((names, variant)) => {
-            let outcome = config
-                .cache
-                .get_or_compute(&variant, config.ttl, || {
-                    compute(&config, &mut inner, &mut pending, &key, Some(&names))
-                })
-                .await;
+            let outcome = read_through(&config, &variant, runs.computation(Some(names))).await;
             match outcome {
                 Ok(stored) => (variant, stored),
                 Err(Uncached::Response(response)) => return Ok(uncached(response, head)),
@@ -517,8 +513,12 @@ where
             }
         }
     };
-    // The handler ran for this request exactly when the request was taken.
-    let label = if pending.is_some() { "HIT" } else { "MISS" };
+    let label = match runs.outcome() {
+        Ran::Not => "HIT",
+        Ran::Stored => "MISS",
+        // The handler failed and `stale-if-error` served the expired response.
+        Ran::Failed => "STALE",
+    };
     let answer = match &conditional {
         Some(tags) if matches(tags, &stored.etag) => stored.not_modified(),
         _ => stored.response(!head),
@@ -612,25 +612,143 @@ where
 /// Runs the handler for the request in `pending` (taken, so it runs once) and makes its
 /// response storable, or says why it is not. `variant_of`: the `Vary` names the base entry
 /// was stored under (a variant must have the same ones).
+/// Read-through of one entry of the layer: refresh-ahead and fail-safe as the handler's
+/// `Cache-Control` asks (`stale-while-revalidate`, `stale-if-error`; see [`lifetime_of`]).
+/// Only a handler's error or a 5xx response falls back to an expired response.
+async fn read_through<F, Fut, E>(
+    config: &Config,
+    key: &str,
+    computation: F,
+) -> Result<Stored, Uncached<E>>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(Stored, Vec<Dep>), Uncached<E>>> + Send + 'static,
+    E: Send + 'static,
+{
+    config
+        .cache
+        .entry(key)
+        .ttl(config.ttl)
+        // The computation sets the entry's lifetime from the response; this only lets a
+        // hit due for a refresh start one (the computation may run in the background).
+        .refresh_after(config.ttl)
+        .get_or_compute_failing_on(computation, |uncached| match uncached {
+            Uncached::Failed(_) => true,
+            Uncached::Response(response) => response.status().is_server_error(),
+        })
+        .await
+}
+
+/// Whether the handler ran for this request (not for a background refresh), and how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ran {
+    Not,
+    Stored,
+    Failed,
+}
+
+/// What a computation of the request needs, owned: a background refresh outlives the
+/// request.
+struct Runs<S> {
+    template: Parts,
+    inner: S,
+    config: Arc<Config>,
+    key: RequestKey,
+    /// The task serving the request: a computation elsewhere is a background refresh.
+    task: Option<tokio::task::Id>,
+    ran: Arc<Mutex<Ran>>,
+}
+
+impl<S> Runs<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    fn new(parts: &Parts, inner: &S, config: &Arc<Config>, key: &RequestKey) -> Self {
+        Runs {
+            template: parts.clone(),
+            inner: inner.clone(),
+            config: Arc::clone(config),
+            key: key.clone(),
+            task: tokio::task::try_id(),
+            ran: Arc::new(Mutex::new(Ran::Not)),
+        }
+    }
+
+    fn outcome(&self) -> Ran {
+        *self.ran.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The handler on a copy of the request (a GET without a body: requests with one
+    /// bypass the cache), for the entry of the URL or of its variant on `variant_of`.
+    #[allow(clippy::type_complexity)]
+    fn computation(
+        &self,
+        variant_of: Option<Vec<String>>,
+    ) -> impl FnOnce() -> BoxFuture<'static, Result<(Stored, Vec<Dep>), Uncached<S::Error>>>
+           + Send
+           + 'static {
+        let request = Request::from_parts(self.template.clone(), Body::empty());
+        let (mut inner, config) = (self.inner.clone(), Arc::clone(&self.config));
+        let (key, task, ran) = (self.key.clone(), self.task, Arc::clone(&self.ran));
+        move || {
+            Box::pin(async move {
+                let here = tokio::task::try_id() == task;
+                let computed = async {
+                    std::future::poll_fn(|cx| inner.poll_ready(cx))
+                        .await
+                        .map_err(Uncached::Failed)?;
+                    compute(&config, &mut inner, request, &key, variant_of.as_deref()).await
+                }
+                .await;
+                if here {
+                    *ran.lock().unwrap_or_else(PoisonError::into_inner) = match &computed {
+                        Ok(_) => Ran::Stored,
+                        Err(_) => Ran::Failed,
+                    };
+                }
+                computed
+            })
+        }
+    }
+}
+
+/// How long a response is stored: the layer's TTL, extended by the handler's
+/// `stale-while-revalidate=N` (served for N seconds past the TTL while one request
+/// recomputes it in the background) and kept `stale-if-error=M` seconds past that as a
+/// fallback for a failing handler.
+fn lifetime_of(config: &Config, headers: &HeaderMap) -> Lifetime {
+    let seconds = |name: &str| {
+        directives(headers, header::CACHE_CONTROL.as_str()).find_map(|directive| {
+            let (key, value) = directive.split_once('=')?;
+            if !key.trim().eq_ignore_ascii_case(name) {
+                return None;
+            }
+            let secs: u64 = value.trim().trim_matches('"').parse().ok()?;
+            (secs > 0).then(|| Duration::from_secs(secs))
+        })
+    };
+    let mut lifetime = Lifetime::new(config.ttl);
+    if let Some(window) = seconds("stale-while-revalidate") {
+        lifetime = Lifetime::new(config.ttl.saturating_add(window)).refresh_after(config.ttl);
+    }
+    if let Some(window) = seconds("stale-if-error") {
+        lifetime = lifetime.fail_safe(window);
+    }
+    lifetime
+}
+
 async fn compute<S>(
     config: &Config,
     inner: &mut S,
-    pending: &mut Option<Request<Body>>,
+    request: Request<Body>,
     key: &RequestKey,
     variant_of: Option<&[String]>,
 ) -> Result<(Stored, Vec<Dep>), Uncached<S::Error>>
 where
     S: Service<Request<Body>, Response = Response<Body>>,
 {
-    let Some(request) = pending.take() else {
-        // Not reachable: each request computes at most once. Safe anyway: nothing stored.
-        return Err(Uncached::Response(
-            Response::builder()
-                .status(StatusCode::INTERNAL_SERVER_ERROR)
-                .body(Body::empty())
-                .unwrap_or_default(),
-        ));
-    };
     let request_headers = request.headers().clone();
     let (result, deps) = with_dependencies(inner.call(request)).await;
     let response = result.map_err(Uncached::Failed)?;
@@ -668,6 +786,7 @@ where
     deps.sort_unstable();
     deps.dedup();
     let texts = deps.iter().map(|d| d.as_str().to_owned()).collect();
+    set_lifetime(lifetime_of(config, &parts.headers));
     let mut stored = Stored::new(parts.status, &parts.headers, &body, vary, texts);
     stored.locator.clone_from(&key.locator);
     Ok((stored, deps))
