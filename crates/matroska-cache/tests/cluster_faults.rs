@@ -286,6 +286,96 @@ async fn invalidation_works_on_full_masters_and_after_their_failover() {
     }
 }
 
+/// Issue 21: a master that hangs (`SIGSTOP`: no reset, nothing answers) is routed around
+/// once its replica is promoted, with the breaker on (the default): every operation on every
+/// shard works again, the old master still paused. The paused master serves slot 0, so it
+/// holds shard 0 and the ticket counter every invalidation and read-through needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_master_is_routed_around_once_its_replica_is_promoted() {
+    let cluster = tokio::task::block_in_place(RedisCluster::start);
+    let prefix = support::unique_prefix();
+    let cache = MatroskaCache::new(
+        RedisBackend::cluster_builder(cluster.urls(), &prefix)
+            .build()
+            .await
+            .unwrap(),
+    );
+    let keys: Vec<String> = (0..24).map(|i| format!("page:{i}")).collect();
+    for key in &keys {
+        cache.put(key, "v", [dep::tag("all")], TTL).await.unwrap();
+    }
+    let victim = cluster
+        .masters()
+        .into_iter()
+        .find(|m| m.slots.iter().any(|&(first, _)| first == 0))
+        .expect("a master of slot 0")
+        .port;
+    // Traffic while it hangs opens its breaker.
+    let hanging = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let hammers: Vec<_> = (0..8)
+        .map(|_| {
+            let (cache, keys, hanging) = (cache.clone(), keys.clone(), hanging.clone());
+            tokio::spawn(async move {
+                while hanging.load(std::sync::atomic::Ordering::SeqCst) {
+                    for key in &keys {
+                        let _ = cache.get::<String>(key).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    let failed_over = tokio::task::block_in_place(|| {
+        cluster.pause_until_failed_over(victim, Duration::from_secs(60))
+    });
+    let promoted = std::time::Instant::now();
+    hanging.store(false, std::sync::atomic::Ordering::SeqCst);
+    for hammer in hammers {
+        hammer.await.unwrap();
+    }
+    assert!(cache.stats().breaker_openings > 0, "{:?}", cache.stats());
+    // One round of every operation on every shard, until a round succeeds whole.
+    let mut rounds = 0;
+    let recovered = loop {
+        rounds += 1;
+        let round = async {
+            for (i, key) in keys.iter().enumerate() {
+                cache.get::<String>(key).await?;
+                cache
+                    .put(key, "w", [dep::tag("all"), dep::id("page", i)], TTL)
+                    .await?;
+            }
+            let computed: String = cache
+                .get_or_compute("computed", TTL, || async {
+                    Ok::<_, Error>(("c".to_owned(), [dep::tag("all")]))
+                })
+                .await?;
+            assert_eq!(computed, "c");
+            cache.invalidate([dep::tag("all")]).await
+        };
+        match round.await {
+            Ok(dropped) => {
+                assert!(dropped >= keys.len() as u64, "{dropped}");
+                break promoted.elapsed();
+            }
+            Err(error) => {
+                assert!(error.is_transient(), "{error}");
+                assert!(
+                    promoted.elapsed() < Duration::from_secs(60),
+                    "still failing a minute after the promotion: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    eprintln!(
+        "failed over {failed_over:?} after the pause; every operation works {recovered:?} after the promotion ({rounds} rounds)"
+    );
+    for key in &keys {
+        assert_eq!(cache.get::<String>(key).await.unwrap(), None, "{key}");
+    }
+    cluster.resume(victim);
+}
+
 /// Puts 16 KiB pages until 100 puts in a row failed with OOM (their keys spread over every
 /// shard: every master is full); the keys stored.
 async fn fill(cache: &MatroskaCache, name: &str) -> Vec<String> {

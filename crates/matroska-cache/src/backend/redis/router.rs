@@ -356,6 +356,25 @@ impl Router {
             .map_err(Error::from)
     }
 
+    /// Starts reading the slot map again in a background task, unless it was read in the
+    /// last 100 ms or is being read: after a timeout, or a call failed fast at a server whose
+    /// breaker is open (its shards may have moved to a promoted replica).
+    pub(crate) fn refresh_soon(self: &Arc<Self>) {
+        if !self.cluster {
+            return;
+        }
+        match self.refreshing.try_lock() {
+            Ok(last) if last.elapsed() >= Duration::from_millis(100) => {}
+            _ => return,
+        }
+        let router = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(error) = router.refresh().await {
+                debug!(%error, "cannot read the slot map");
+            }
+        });
+    }
+
     /// Reads the slot map again (at most every 100 ms, however many requests ask), and
     /// makes shards whose master changed handshake again.
     pub(crate) async fn refresh(&self) -> Result<()> {
@@ -610,7 +629,14 @@ impl RedisBackend {
             .as_ref()
             .and_then(|_| self.router.known_node_of(shard));
         let admission = match &node {
-            Some(node) => Some(node.breaker.admit(node.address())?),
+            Some(node) => match node.breaker.admit(node.address()) {
+                Ok(admission) => Some(admission),
+                Err(unavailable) => {
+                    // The shard may have a new master by now (a hung one failed over).
+                    self.router.refresh_soon();
+                    return Err(unavailable);
+                }
+            },
             None => None,
         };
         let outcome = self.send_routed(shard, build).await;
@@ -726,14 +752,7 @@ impl RedisBackend {
                 session.retire();
             }
         }
-        if self.router.is_cluster() {
-            let router = Arc::clone(&self.router);
-            tokio::spawn(async move {
-                if let Err(error) = router.refresh().await {
-                    debug!(%error, "cannot read the slot map after a timeout");
-                }
-            });
-        }
+        self.router.refresh_soon();
     }
 
     /// Sends one request to each of several shards at once (concurrently; requests to one
