@@ -431,8 +431,6 @@ impl MatroskaCache {
         let Role::Leader(flight) = self.inner.flights.join_or_lead(&self.inner.backend, key) else {
             return;
         };
-        self.inner.counters.add(Counter::Refreshes, 1);
-        debug!(key = key::head(key), "refreshing ahead");
         let (cache, key) = (self.clone(), key.to_owned());
         runtime.spawn(async move {
             let mut flight = Some(flight);
@@ -443,6 +441,8 @@ impl MatroskaCache {
             else {
                 return;
             };
+            cache.inner.counters.add(Counter::Refreshes, 1);
+            debug!(key = key::head(&key), "refreshing ahead");
             let storing = Storing { ttl, options };
             let refreshed = cache
                 .compute_and_store(

@@ -40,8 +40,9 @@ pub struct Stats {
     /// Expired values that read-through returned as a fail-safe fallback because computing
     /// failed ([`Entry::fail_safe`](crate::Entry::fail_safe)).
     pub fail_safe_hits: u64,
-    /// Background refreshes started by hits on entries due for one
-    /// ([`Entry::refresh_after`](crate::Entry::refresh_after)).
+    /// Background refreshes that recomputed an entry after a hit found it due for one
+    /// ([`Entry::refresh_after`](crate::Entry::refresh_after)); refreshes that found another
+    /// process refreshing, or the entry refreshed already, are not counted.
     pub refreshes: u64,
 }
 

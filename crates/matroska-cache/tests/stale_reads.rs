@@ -42,6 +42,10 @@ impl Tally {
 struct Tally {
     reads: AtomicU64,
     stale: AtomicU64,
+    /// Reads whose computation failed with no fallback (entry options only).
+    failed_reads: AtomicU64,
+    /// Times Redis was paused.
+    pauses: AtomicU64,
     cancelled: AtomicU64,
     invalidations: AtomicU64,
     failed_invalidations: AtomicU64,
@@ -58,13 +62,63 @@ struct Chaos {
     cancel: bool,
     client_kill: bool,
     restart: bool,
+    /// Reads of items and groups use entry options: a 40 ms TTL, a fail-safe window and
+    /// refresh-ahead; one computation in five fails (the database is flaky).
+    entry_options: bool,
+    /// Redis is paused (`SIGSTOP`) for 1.5 s every 4 s.
+    pause: bool,
 }
+
+/// The lifetime of entries read with entry options.
+const SHORT_TTL: Duration = Duration::from_millis(40);
 
 /// Reads one item "from the database", taking up to 2 ms.
 async fn query(store: &Store, item: usize, rng_seed: u64) -> u64 {
     let micros = rand::rngs::StdRng::seed_from_u64(rng_seed).random_range(0..2_000);
     tokio::time::sleep(Duration::from_micros(micros)).await;
     store.versions[item].load(Ordering::SeqCst)
+}
+
+/// [`query`] that fails one time in five.
+async fn flaky_query(store: &Store, item: usize, seed: u64) -> Result<u64, ()> {
+    let version = query(store, item, seed).await;
+    if rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed).random_bool(0.2) {
+        return Err(());
+    }
+    Ok(version)
+}
+
+/// A read with entry options: an item or a group list, each with a fail-safe window and
+/// refresh-ahead, computed from a flaky database. `None` if computing failed without a
+/// fallback.
+async fn read_with_options(
+    cache: &MatroskaCache,
+    store: &Arc<Store>,
+    kind: u32,
+    n: usize,
+    seed: u64,
+) -> Option<Vec<(usize, u64)>> {
+    let items = match kind {
+        0 => vec![n],
+        _ => vec![n, (n + 1) % ITEMS, (n + 2) % ITEMS],
+    };
+    let store = Arc::clone(store);
+    let key = format!("options:{kind}:{n}");
+    cache
+        .entry(&key)
+        .ttl(SHORT_TTL)
+        .fail_safe(Duration::from_secs(10))
+        .refresh_after(SHORT_TTL / 2)
+        .get_or_compute(move || async move {
+            let mut seen = vec![];
+            for (k, &i) in items.iter().enumerate() {
+                seen.push((i, flaky_query(&store, i, seed + k as u64).await?));
+            }
+            let deps: Vec<_> = items.iter().map(|&i| dep::id("item", i)).collect();
+            Ok::<_, ()>((seen, deps))
+        })
+        .await
+        .ok()
 }
 
 /// One read: an item, a group list (explicit deps) or a page built from nested item reads
@@ -141,7 +195,14 @@ async fn reader(
             .iter()
             .map(|c| c.load(Ordering::SeqCst))
             .collect();
-        let op = read(&cache, &store, kind, n, rng.random());
+        let seed = rng.random();
+        let op = async {
+            if chaos.entry_options && kind < 2 {
+                read_with_options(&cache, &store, kind, n, seed).await
+            } else {
+                Some(read(&cache, &store, kind, n, seed).await)
+            }
+        };
         let seen = if chaos.cancel && rng.random_bool(0.02) {
             // Drop the caller's future at a random point.
             let limit = Duration::from_micros(rng.random_range(0..3_000));
@@ -158,6 +219,11 @@ async fn reader(
         tally.reads.fetch_add(1, Ordering::Relaxed);
         // In-memory hits never wait: let the writers run.
         tokio::task::yield_now().await;
+        let Some(seen) = seen else {
+            // The flaky database failed and there was no fallback.
+            tally.failed_reads.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
         for (item, version) in seen {
             if version < floor[item] {
                 tally.stale.fetch_add(1, Ordering::Relaxed);
@@ -395,7 +461,7 @@ async fn run_with(
         ))
     });
     let chaos_task = match h.kind {
-        Kind::Redis { mut server, .. } if chaos.restart || chaos.client_kill => {
+        Kind::Redis { mut server, .. } if chaos.restart || chaos.client_kill || chaos.pause => {
             let (done, tally) = (Arc::clone(&done), Arc::clone(&tally));
             let caches = caches.clone();
             let hits_before = Arc::clone(&hits_before_restart);
@@ -419,6 +485,14 @@ async fn run_with(
                                     .query::<u64>(&mut conn);
                             }
                         });
+                    }
+                    // Hung for 1.5 s of every 4 s: timeouts, the breaker, turns on the
+                    // fault path, failed invalidations retried.
+                    if chaos.pause && tick % 40 == 10 {
+                        server.pause();
+                        tokio::time::sleep(Duration::from_millis(1_500)).await;
+                        server.resume();
+                        tally.pauses.fetch_add(1, Ordering::Relaxed);
                     }
                     if !restarted && tally.reads.load(Ordering::Relaxed) > READS / 3 {
                         tokio::task::block_in_place(|| server.kill());
@@ -471,18 +545,36 @@ async fn run_with(
     let computations: u64 = stats.iter().map(|s| s.computations).sum();
     let fenced: u64 = stats.iter().map(|s| s.fenced).sum();
     let faults: u64 = stats.iter().map(|s| s.faults).sum();
+    let fail_safe_hits: u64 = stats.iter().map(|s| s.fail_safe_hits).sum();
+    let refreshes: u64 = stats.iter().map(|s| s.refreshes).sum();
+    let fast_failures: u64 = stats.iter().map(|s| s.fast_failures).sum();
     let reads = tally.reads.load(Ordering::Relaxed);
     let stale = tally.stale.load(Ordering::Relaxed);
     // The figures quoted in the closing note come from this line (run with --nocapture).
     println!(
         "stale-read check: {reads} reads, {stale} stale, {hits} hits, {computations} computations, \
          {fenced} fenced, {faults} faults, {} invalidations ({} failed attempts, {} of them \
-         Error::Replication), {} cancelled",
+         Error::Replication), {} cancelled, {fail_safe_hits} fail-safe hits, {refreshes} \
+         refreshes, {} reads failed, {} pauses, {fast_failures} fast failures",
         tally.invalidations.load(Ordering::Relaxed),
         tally.failed_invalidations.load(Ordering::Relaxed),
         tally.replication_errors.load(Ordering::Relaxed),
         tally.cancelled.load(Ordering::Relaxed),
+        tally.failed_reads.load(Ordering::Relaxed),
+        tally.pauses.load(Ordering::Relaxed),
     );
+    if chaos.entry_options {
+        assert!(
+            fail_safe_hits > 0 && refreshes > 0,
+            "the entry options were never exercised"
+        );
+    }
+    if chaos.pause {
+        assert!(
+            tally.pauses.load(Ordering::Relaxed) > 0 && fast_failures > 0,
+            "Redis never hung long enough to open a breaker"
+        );
+    }
     if let Some(faults) = &cluster_faults {
         println!("cluster faults: {faults:?}");
     }
@@ -493,7 +585,7 @@ async fn run_with(
         fenced > 0 || chaos.restart,
         "no computation ever overlapped an invalidation"
     );
-    if cluster_faults.is_some() {
+    if cluster_faults.is_some() || chaos.pause {
         assert!(
             hits > reads / 4,
             "caching barely happened: {hits} hits for {reads} reads"
@@ -532,9 +624,30 @@ async fn no_stale_reads_when_callers_are_cancelled(h: Harness) {
     .await;
 }
 
+/// Entries with a 40 ms TTL, a fail-safe window and refresh-ahead, over a database that fails
+/// one computation in five: expired values are served only when computing fails, never
+/// after their invalidation; refreshes are fenced.
+async fn no_stale_reads_with_fail_safe_and_refresh_ahead(h: Harness) {
+    let caches = vec![h.cache.clone(), h.other_client().await];
+    run(
+        h,
+        caches,
+        Chaos {
+            entry_options: true,
+            cancel: true,
+            ..Chaos::default()
+        },
+    )
+    .await;
+}
+
 // On a cluster, the history check runs once, with faults and cancelled callers (below): each
 // run takes minutes on a busy 2-core machine.
-backend_tests!(without_cluster: no_stale_reads, no_stale_reads_when_callers_are_cancelled);
+backend_tests!(
+    without_cluster: no_stale_reads,
+    no_stale_reads_when_callers_are_cancelled,
+    no_stale_reads_with_fail_safe_and_refresh_ahead
+);
 
 /// Two clients of `h`'s Redis store for runs with faults: short timeouts, and a short lease
 /// (a holder cancelled while a connection is being killed can leave its lease behind, and
@@ -555,6 +668,25 @@ async fn caches_for_faults(h: &Harness) -> Vec<MatroskaCache> {
     caches
 }
 
+/// Redis hung (`SIGSTOP`) again and again while readers use fail-safe and refresh-ahead
+/// entries: breakers open, callers of a key take turns on the fault path, invalidations
+/// fail and are retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_stale_reads_while_redis_hangs() {
+    let h = support::redis().await;
+    let caches = caches_for_faults(&h).await;
+    run(
+        h,
+        caches,
+        Chaos {
+            pause: true,
+            entry_options: true,
+            ..Chaos::default()
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_stale_reads_through_redis_restarts_and_killed_connections() {
     let h = support::redis().await;
@@ -566,6 +698,7 @@ async fn no_stale_reads_through_redis_restarts_and_killed_connections() {
             cancel: true,
             client_kill: true,
             restart: true,
+            ..Chaos::default()
         },
     )
     .await;
