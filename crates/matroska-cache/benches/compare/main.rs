@@ -145,6 +145,10 @@ async fn run() {
     if runs("degraded") {
         println!("\n## get_or_compute while Redis hangs (SIGSTOP)\n");
         degraded::section().await;
+        println!("\n### One key, many callers, Redis hung\n");
+        degraded::one_key().await;
+        println!("\n### Hits on an entry due for a refresh\n");
+        degraded::refresh_ahead().await;
     }
 
     if runs("replica-wait") {
