@@ -194,7 +194,7 @@ pub async fn refresh_ahead() {
         .expect("backend");
     let cache = MatroskaCache::new(backend);
     let ttl = Duration::from_secs(600);
-    println!("| entry | hits | p50 | p99 | refreshes started |");
+    println!("| entry | hits | p50 | p99 | refreshes |");
     println!("|---|---|---|---|---|");
     for due in [false, true] {
         let key = if due { "due" } else { "plain" };
