@@ -267,13 +267,16 @@ async fn waiting_for_a_replica_never_holds_up_reads() {
             overlapped += 1;
         }
         let outcome = invalidation.await.unwrap();
+        // Too few replicas acknowledged; on a loaded machine the WAIT's reply can also come
+        // after the invalidation's whole budget (timeout + replica wait): a timeout. Both
+        // are typed, transient errors the caller retries.
         assert!(
             matches!(
                 outcome,
                 Err(matroska_cache::Error::Replication {
                     wanted: 1,
                     acknowledged: 0
-                })
+                } | matroska_cache::Error::Timeout(_))
             ),
             "{outcome:?}"
         );
