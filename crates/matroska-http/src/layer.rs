@@ -467,8 +467,7 @@ where
     }
     // The handler sees a GET: a HEAD is served from the GET's entry.
     parts.method = Method::GET;
-    let runs = Runs::new(&parts, &inner, &config, &key);
-    let pending = Some(Request::from_parts(parts, body));
+    let runs = Runs::new(parts, &inner, &config, &key);
 
     let outcome = read_through(&config, base, runs.computation(None)).await;
     let stored = match outcome {
@@ -479,18 +478,15 @@ where
     if stored.locator != key.locator {
         // Two URLs with one digest: out of reach for SHA-256, refused all the same.
         warn!("a cached response was stored for another URL with the same digest");
-        return pass(&mut inner, pending, head).await;
+        return pass(&mut inner, runs.request(body), head).await;
     }
     // Another variant of the URL has its own entry. Only a hit can be another variant: a
     // response computed for this request has its values.
-    let variant = match &pending {
-        Some(request)
-            if runs.outcome() == Ran::Not
-                && !stored.vary.is_empty()
-                && !vary_matches(&stored, request.headers()) =>
-        {
+    let headers = runs.headers();
+    let variant = match runs.outcome() {
+        Ran::Not if !stored.vary.is_empty() && !vary_matches(&stored, headers) => {
             let names: Vec<String> = stored.vary.iter().map(|(name, _)| name.clone()).collect();
-            let variant = variant_key(base, &names, request.headers());
+            let variant = variant_key(base, &names, headers);
             Some((names, variant))
         }
         _ => None,
@@ -498,7 +494,7 @@ where
     if let Some((_, variant)) = &variant {
         if !config.variants.admit(base, variant) {
             debug!("too many variants of one URL; this one bypasses the cache");
-            let response = pass(&mut inner, pending, head).await?;
+            let response = pass(&mut inner, runs.request(body), head).await?;
             return Ok(labelled(response, "BYPASS"));
         }
     }
@@ -529,7 +525,7 @@ where
         warn!("a cached response does not decode; dropping it");
         trace!(key = entry, "the damaged response");
         let _ = config.cache.delete(&entry).await;
-        return pass(&mut inner, pending, head).await;
+        return pass(&mut inner, runs.request(body), head).await;
     };
     if let Some(keys) = config
         .surrogate
@@ -589,23 +585,16 @@ fn refreshes(config: &Config, parts: &Parts) -> bool {
             .is_some_and(|trusted| trusted(parts))
 }
 
-/// The handler's response to the request in `pending`, uncached; a 503 if it was taken
-/// (the handler ran, and its response was stored or not: not reachable).
+/// The handler's response to `request`, uncached.
 async fn pass<S>(
     inner: &mut S,
-    pending: Option<Request<Body>>,
+    request: Request<Body>,
     head: bool,
 ) -> Result<Response<Body>, S::Error>
 where
     S: Service<Request<Body>, Response = Response<Body>>,
 {
-    let response = match pending {
-        Some(request) => inner.call(request).await?,
-        None => Response::builder()
-            .status(StatusCode::SERVICE_UNAVAILABLE)
-            .body(Body::empty())
-            .unwrap_or_default(),
-    };
+    let response = inner.call(request).await?;
     Ok(uncached(response, head))
 }
 
@@ -648,9 +637,9 @@ enum Ran {
 }
 
 /// What a computation of the request needs, owned: a background refresh outlives the
-/// request.
+/// request. The request's head is shared, and copied only when the handler is called.
 struct Runs<S> {
-    template: Parts,
+    template: Arc<Parts>,
     inner: S,
     config: Arc<Config>,
     key: RequestKey,
@@ -665,15 +654,24 @@ where
     S::Future: Send + 'static,
     S::Error: Send + 'static,
 {
-    fn new(parts: &Parts, inner: &S, config: &Arc<Config>, key: &RequestKey) -> Self {
+    fn new(parts: Parts, inner: &S, config: &Arc<Config>, key: &RequestKey) -> Self {
         Runs {
-            template: parts.clone(),
+            template: Arc::new(parts),
             inner: inner.clone(),
             config: Arc::clone(config),
             key: key.clone(),
             task: tokio::task::try_id(),
             ran: Arc::new(Mutex::new(Ran::Not)),
         }
+    }
+
+    fn headers(&self) -> &HeaderMap {
+        &self.template.headers
+    }
+
+    /// The request as it came (as a GET), with its `body`.
+    fn request(&self, body: Body) -> Request<Body> {
+        Request::from_parts(Parts::clone(&self.template), body)
     }
 
     fn outcome(&self) -> Ran {
@@ -689,11 +687,12 @@ where
     ) -> impl FnOnce() -> BoxFuture<'static, Result<(Stored, Vec<Dep>), Uncached<S::Error>>>
            + Send
            + 'static {
-        let request = Request::from_parts(self.template.clone(), Body::empty());
+        let template = Arc::clone(&self.template);
         let (mut inner, config) = (self.inner.clone(), Arc::clone(&self.config));
         let (key, task, ran) = (self.key.clone(), self.task, Arc::clone(&self.ran));
         move || {
             Box::pin(async move {
+                let request = Request::from_parts(Parts::clone(&template), Body::empty());
                 let here = tokio::task::try_id() == task;
                 let computed = async {
                     std::future::poll_fn(|cx| inner.poll_ready(cx))
