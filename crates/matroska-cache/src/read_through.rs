@@ -482,8 +482,15 @@ impl MatroskaCache {
             },
             Ok(None) => return Err(error),
             // Unreadable now: the fallback was current when this call read it, unless a
-            // failed invalidation of this process's waits to be retried.
-            Err(_) if self.inner.recovery.any_pending(&deps) => return Err(error),
+            // failed invalidation of this process's waits to be retried. (A lookup outside
+            // any computation, with no invalidation waiting then, did not read the entry's
+            // dependencies: with one waiting now, the fallback may be its dependent.)
+            Err(_)
+                if !self.inner.recovery.is_empty()
+                    && (deps.is_empty() || self.inner.recovery.any_pending(&deps)) =>
+            {
+                return Err(error)
+            }
             Err(_) => (value, deps),
         };
         self.inner.counters.add(Counter::FailSafeHits, 1);

@@ -19,6 +19,8 @@ const MINUTE: Duration = Duration::from_secs(60);
 struct Flaky {
     inner: MemoryBackend,
     failing: Arc<AtomicBool>,
+    /// While set, reads of entries with their dependencies time out too.
+    reads_failing: Arc<AtomicBool>,
     attempts: Arc<AtomicUsize>,
 }
 
@@ -42,6 +44,9 @@ impl Backend for Flaky {
         self.inner.put(key, value, deps, ttl).await
     }
     async fn get_with_deps(&self, key: &str) -> matroska_cache::Result<Option<EntryWithDeps>> {
+        if self.reads_failing.load(Ordering::SeqCst) {
+            return Err(Error::Timeout(Duration::from_millis(1)));
+        }
         self.inner.get_with_deps(key).await
     }
     async fn begin(
@@ -153,4 +158,41 @@ async fn the_invalidating_process_never_reads_the_old_value_back() {
         other.get::<String>("kept").await.unwrap().as_deref(),
         Some("v")
     );
+}
+
+/// A fail-safe fallback is not returned when the computation fails after this process's own
+/// invalidation of one of its dependencies failed, and the entry cannot be read again to
+/// check: the process reads its queued invalidations as done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_safe_never_returns_a_dependent_of_a_queued_invalidation() {
+    let backend = Flaky::default();
+    let cache = MatroskaCache::new(backend.clone());
+    let read = |fails: bool| {
+        let (cache, backend) = (cache.clone(), backend.clone());
+        async move {
+            cache
+                .entry("page")
+                .ttl(Duration::from_millis(100))
+                .fail_safe(MINUTE)
+                .get_or_compute(|| async {
+                    if !fails {
+                        return Ok(("v1".to_owned(), [dep::tag("t")]));
+                    }
+                    // The database changed; its invalidation fails and is queued; then
+                    // the database fails and so does reading the cache.
+                    backend.failing.store(true, Ordering::SeqCst);
+                    assert!(cache.invalidate([dep::tag("t")]).await.is_err());
+                    backend.reads_failing.store(true, Ordering::SeqCst);
+                    Err(Error::Timeout(Duration::from_millis(1)))
+                })
+                .await
+        }
+    };
+    assert_eq!(read(false).await.unwrap(), "v1");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        read(true).await.is_err(),
+        "the fallback depends on a queued invalidation"
+    );
+    assert_eq!(cache.stats().fail_safe_hits, 0);
 }
