@@ -77,7 +77,8 @@
 //!
 //! # Response headers
 //!
-//! - `x-cache: HIT` (the handler did not run), `MISS` (it did) or `BYPASS`.
+//! - `x-cache: HIT` (the handler did not run), `MISS` (it did), `BYPASS`, or `STALE` (the
+//!   handler failed and its `stale-if-error` window served the expired page).
 //! - A strong `ETag`: the handler's own, or a hash of the response, the same for the same
 //!   response. An `If-None-Match` that matches gets a 304, on a hit without running the
 //!   handler.

@@ -20,7 +20,8 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
-/// The header this crate adds to every response it handled: `HIT`, `MISS` or `BYPASS`.
+/// The header this crate adds to every response it handled: `HIT`, `MISS`, `BYPASS` or
+/// `STALE`.
 pub const X_CACHE: &str = "x-cache";
 
 /// Bytes as text: UTF-8 as it is (readable with `redis-cli`), anything else base64.
