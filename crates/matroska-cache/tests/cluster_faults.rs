@@ -304,12 +304,7 @@ async fn a_hung_master_is_routed_around_once_its_replica_is_promoted() {
     for key in &keys {
         cache.put(key, "v", [dep::tag("all")], TTL).await.unwrap();
     }
-    let victim = cluster
-        .masters()
-        .into_iter()
-        .find(|m| m.slots.iter().any(|&(first, _)| first == 0))
-        .expect("a master of slot 0")
-        .port;
+    let victim = cluster.master_of_slot(0);
     // Traffic while it hangs opens its breaker.
     let hanging = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let hammers: Vec<_> = (0..8)

@@ -381,12 +381,7 @@ async fn cluster_chaos(
             faults.recovery = Some(killed.elapsed());
         }
         if faults.hung_master.is_none() && faults.recovery.is_some() && reads > READS * 5 / 8 {
-            let victim = cluster
-                .masters()
-                .into_iter()
-                .find(|m| m.slots.iter().any(|&(first, _)| first == 0))
-                .expect("a master of slot 0")
-                .port;
+            let victim = cluster.master_of_slot(0);
             let paused = std::time::Instant::now();
             faults.hung_master = Some(tokio::task::block_in_place(|| {
                 cluster.pause_until_failed_over(victim, Duration::from_secs(60))

@@ -144,6 +144,20 @@ impl RedisCluster {
         panic!("no node of the cluster answers CLUSTER NODES");
     }
 
+    /// The port of the master that serves `slot` (slot 0 holds shard 0 of a sharded cache,
+    /// with its ticket counter).
+    pub fn master_of_slot(&self, slot: u16) -> u16 {
+        self.masters()
+            .into_iter()
+            .find(|m| {
+                m.slots
+                    .iter()
+                    .any(|&(first, last)| (first..=last).contains(&slot))
+            })
+            .expect("a master serves every slot")
+            .port
+    }
+
     /// The masters, in slot order.
     pub fn masters(&self) -> Vec<NodeInfo> {
         let mut masters: Vec<NodeInfo> = self
